@@ -1,0 +1,172 @@
+"""``python -m hypernetwork_ext``: create, inspect, convert and merge hypernetworks.
+
+Every user error ends the program with exit status 2 and one line on stderr starting with ``error:``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from . import files
+from .config import HypernetworkConfig, activation_names, INIT_MODES, parse_name
+from .errors import HypernetworkError
+from .network import Hypernetwork
+from .stack import merge
+
+
+class UserError(Exception):
+    pass
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # argparse prints usage plus a line; we promise exactly one line
+        raise UserError(message)
+
+
+def _create(args) -> None:
+    name = parse_name(args.name)
+    config = HypernetworkConfig.from_text(
+        sizes=args.sizes, layers=args.layers, activation=args.activation, weight_init=args.init,
+        init_std=args.std, layer_norm=args.layer_norm, activate_output=args.activate_output,
+        dropout=args.dropout, residual=args.residual, residual_shortcut=args.residual_shortcut)
+    out = Path(args.out)
+    if out.exists() and not args.overwrite:
+        raise UserError(f"{out} already exists; pass --overwrite to replace it")
+    network = Hypernetwork.create(config, name, seed=args.seed, optional_info=args.info)
+    files.save(network, out)
+    print(f"Created {out} ({network.describe()}; modules {', '.join(map(str, config.sizes))}; "
+          f"{config.parameter_count():,} parameters)")
+    for problem in config.plain_webui_problems():
+        print(f"note: {problem}")
+
+
+def _inspect(args) -> None:
+    network = files.load(args.path)
+    path = Path(args.path)
+    problems = network.config.plain_webui_problems()
+    if path.suffix.lower() == files.SAFETENSORS_SUFFIX:
+        problems.append("the plain WebUI reads only .pt files (convert it with `convert`)")
+    c = network.config
+    report = {
+        "path": str(path), "name": network.name, "sizes": list(c.sizes),
+        "layer_structure": list(c.layer_structure), "activation": c.activation,
+        "weight_init": c.weight_init, "layer_norm": c.layer_norm, "activate_output": c.activate_output,
+        "dropout_structure": list(c.dropout_structure), "residual": c.residual,
+        "parameters": c.parameter_count(), "step": network.step,
+        "sd_checkpoint": network.sd_checkpoint, "sd_checkpoint_name": network.sd_checkpoint_name,
+        "optional_info": network.optional_info, "hash": files.shorthash(path),
+        "plain_webui_loadable": not problems, "plain_webui_problems": problems,
+        "optimizer_state": files.load_optimizer_state(path) is not None,
+    }
+    if args.json:
+        print(json.dumps(report, ensure_ascii=False, indent=2))
+        return
+    print(f"{report['name']}  ({path})")
+    print(f"  structure      {network.describe()}")
+    print(f"  modules        {', '.join(map(str, c.sizes))}")
+    print(f"  parameters     {report['parameters']:,}")
+    print(f"  step           {network.step}")
+    trained_on = network.sd_checkpoint_name or "-"
+    if network.sd_checkpoint:
+        trained_on += f" [{network.sd_checkpoint}]"
+    print(f"  trained on     {trained_on}")
+    print(f"  hash           {report['hash']}")
+    print(f"  optimizer      {'saved state matches this file' if report['optimizer_state'] else 'none'}")
+    print(f"  plain WebUI    {'can load it' if not problems else 'cannot load it: ' + '; '.join(problems)}")
+    if network.optional_info:
+        print(f"  info           {network.optional_info}")
+
+
+def _convert(args) -> None:
+    destination = Path(args.destination)
+    if destination.exists() and not args.overwrite:
+        raise UserError(f"{destination} already exists; pass --overwrite to replace it")
+    files.convert(args.source, destination)
+    print(f"Wrote {destination}")
+
+
+def _parse_weighted(item: str, count: int) -> tuple[str, float]:
+    path, sep, weight = item.rpartition(":")
+    if not sep or not path or "/" in weight or "\\" in weight:
+        return item, 1.0 / count
+    try:
+        return path, float(weight)
+    except ValueError:
+        raise UserError(f"weight {weight!r} in {item!r} is not a number; write PATH:WEIGHT, e.g. a.pt:0.5") from None
+
+
+def _merge(args) -> None:
+    out = Path(args.out)
+    if out.exists() and not args.overwrite:
+        raise UserError(f"{out} already exists; pass --overwrite to replace it")
+    weighted = [_parse_weighted(item, len(args.inputs)) for item in args.inputs]
+    networks = [(files.load(path), weight) for path, weight in weighted]
+    name = parse_name(args.name or out.name.split(".")[0])
+    merged = merge(networks, name)
+    files.save(merged, out)
+    total = sum(weight for _, weight in weighted)
+    print(f"Merged {len(networks)} hypernetworks into {out} (weights add up to {total:g})")
+    if abs(total - 1) > 1e-6:
+        print("note: the weights do not add up to 1, so the result is not an average")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="python -m hypernetwork_ext", description="Create, inspect, convert and merge "
+                     "Stable Diffusion hypernetworks (A1111-compatible .pt and .safetensors).")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    create = commands.add_parser("create", help="create a new hypernetwork file")
+    create.add_argument("name", help="hypernetwork name (any language; no path separators)")
+    create.add_argument("--out", required=True, help="file to write: .pt (WebUI) or .safetensors")
+    create.add_argument("--sizes", default="768,320,640,1024,1280", help="attention widths to modify (default: SD 1.x and 2.x)")
+    create.add_argument("--layers", default="1, 2, 1", help='layer structure, e.g. "1, 2, 1" (first and last 1)')
+    create.add_argument("--activation", default="linear", help="one of: " + ", ".join(activation_names()))
+    create.add_argument("--init", default="Normal", help="weight initialisation: " + ", ".join(INIT_MODES))
+    create.add_argument("--std", default="0.01", help="standard deviation for Normal init (default 0.01)")
+    create.add_argument("--layer-norm", action="store_true", help="add layer normalisation after each layer")
+    create.add_argument("--activate-output", action="store_true", help="apply the activation after the last layer too")
+    create.add_argument("--dropout", default="", help='dropout rate per layer-structure entry, e.g. "0, 0.3, 0"')
+    create.add_argument("--residual", action="store_true", help="residual (skip-connection) blocks; the plain WebUI cannot load these")
+    create.add_argument("--residual-shortcut", default="interpolate", choices=["interpolate", "linear"],
+                        help="residual only: how a block changes width on its shortcut")
+    create.add_argument("--seed", type=int, default=None, help="seed for a reproducible initialisation")
+    create.add_argument("--info", default=None, help="free text stored in the file")
+    create.add_argument("--overwrite", action="store_true", help="replace an existing file")
+    create.set_defaults(run=_create)
+
+    inspect_ = commands.add_parser("inspect", help="show what a hypernetwork file holds")
+    inspect_.add_argument("path")
+    inspect_.add_argument("--json", action="store_true", help="print one JSON object")
+    inspect_.set_defaults(run=_inspect)
+
+    convert = commands.add_parser("convert", help="convert between .pt and .safetensors")
+    convert.add_argument("source")
+    convert.add_argument("destination")
+    convert.add_argument("--overwrite", action="store_true", help="replace an existing destination")
+    convert.set_defaults(run=_convert)
+
+    merge_ = commands.add_parser("merge", help="weight-space merge of hypernetworks with the same structure")
+    merge_.add_argument("--out", required=True, help="file to write (.pt or .safetensors)")
+    merge_.add_argument("--name", default=None, help="name stored in the merged file (default: from --out)")
+    merge_.add_argument("--overwrite", action="store_true", help="replace an existing file")
+    merge_.add_argument("inputs", nargs="+", metavar="PATH:WEIGHT", help="e.g. a.pt:0.5 b.pt:0.5")
+    merge_.set_defaults(run=_merge)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+        args.run(args)
+    except (UserError, HypernetworkError) as error:
+        print(f"error: {error}".replace("\n", " "), file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    return 0
