@@ -173,6 +173,7 @@ def to_webui_dict(network: Hypernetwork) -> dict:
         "dropout_structure": [float(x) for x in c.dropout_structure],
         "last_layer_dropout": c.dropout_structure[-2] != 0,
         "optional_info": network.optional_info or None,
+        "weight_init_std": c.init_std,  # ours; the WebUI ignores keys it does not know
     })
     if c.residual:  # the old extension's keys; the plain WebUI cannot load these files anyway
         data["skip_connection"] = True
@@ -217,6 +218,7 @@ def from_webui_dict(data: Any, path: str | os.PathLike, default_name: str | None
             layer_structure=tuple(_number_list(layer_structure, "layer_structure")),
             activation=data.get("activation_func"),
             weight_init=data.get("weight_initialization") or "Normal",
+            init_std=_positive_or(data.get("weight_init_std"), 0.01),
             layer_norm=bool(data.get("is_layer_norm", False)),
             activate_output=bool(data.get("activate_output", True)),  # the WebUI's default for old files
             dropout_structure=tuple(_number_list(dropout_structure, "dropout_structure")),
@@ -288,6 +290,11 @@ def _int_or_zero(value) -> int:
         return 0
 
 
+def _positive_or(value, default: float) -> float:
+    """Optional numbers that only matter for creating new weights never make a file unloadable."""
+    return float(value) if isinstance(value, (int, float)) and math.isfinite(value) and value > 0 else default
+
+
 def _str_or_none(value) -> str | None:
     return None if value is None else str(value)
 
@@ -306,7 +313,6 @@ def to_safetensors_bytes(network: Hypernetwork) -> bytes:
                 tensors[f"{size}.{which}.{key}"] = tensor.detach().to("cpu").contiguous().clone()
     settings = {key: value for key, value in to_webui_dict(network).items() if not isinstance(key, int)}
     settings["sizes"] = list(network.config.sizes)
-    settings["init_std"] = network.config.init_std
     metadata = {"format": SAFETENSORS_FORMAT, "format_version": str(SAFETENSORS_FORMAT_VERSION),
                 "hypernetwork": json.dumps(settings, ensure_ascii=False)}
     return save(tensors, metadata=metadata)
@@ -357,13 +363,7 @@ def read_safetensors(path: str | os.PathLike) -> Hypernetwork:
         if not size_text.isdigit() or int(size_text) not in data or which not in ("k", "v"):
             raise HypernetworkFileError(path, f"unexpected tensor {name!r}")
         data[int(size_text)][0 if which == "k" else 1][key] = tensor
-    network = from_webui_dict(data, path)
-    if "init_std" in settings:
-        try:
-            network.config = HypernetworkConfig(**{**network.config.__dict__, "init_std": settings["init_std"]})
-        except (ConfigError, TypeError):
-            pass  # the std only matters for creating new weights; a bad one is not worth refusing the file
-    return network
+    return from_webui_dict(data, path)
 
 
 # --------------------------------------------------------------------------------------------

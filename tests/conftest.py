@@ -1,0 +1,24 @@
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))  # for the WebUI stand-in modules kept in tests/
+
+from hypernetwork_ext import Hypernetwork, HypernetworkConfig  # noqa: E402
+
+SMALL_SIZES = (48, 32)  # small widths keep tests fast; the code paths do not depend on the width
+
+
+@pytest.fixture
+def make_network():
+    def make(seed=0, sizes=SMALL_SIZES, name="test", **config):
+        config.setdefault("init_std", 0.05)  # larger than the default so outputs differ visibly from x
+        return Hypernetwork.create(HypernetworkConfig(sizes=sizes, **config), name, seed=seed)
+    return make
+
+
+@pytest.fixture(autouse=True)
+def _deterministic():
+    torch.manual_seed(1234)
