@@ -120,7 +120,7 @@ def read_torch_pickle(path: str | os.PathLike) -> Any:
     except pickle.UnpicklingError as error:
         found = re.search(r"GLOBAL ([\w.]+)", str(error))
         if found is None:
-            raise HypernetworkFileError(path, "the file is damaged or not a torch file") from error
+            raise HypernetworkFileError(path, "the file is truncated, damaged or not a torch file") from error
         raise HypernetworkFileError(
             path, f"refused: it contains objects that are not plain weights ({found.group(1)}); it may be "
                   f"malicious, so it was not loaded") from error
