@@ -113,7 +113,9 @@ def read_torch_pickle(path: str | os.PathLike) -> Any:
                     # refusing it also rules out decompression bombs.
                     if info.compress_type != zipfile.ZIP_STORED:
                         raise HypernetworkFileError(path, "not a torch file (it holds compressed records)")
-        except zipfile.BadZipFile as error:
+        except HypernetworkFileError:
+            raise
+        except Exception as error:  # noqa: BLE001 - whatever a broken archive raises, the answer is the same
             raise HypernetworkFileError(path, "the file is truncated or damaged (broken zip archive)") from error
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
@@ -124,8 +126,7 @@ def read_torch_pickle(path: str | os.PathLike) -> Any:
         raise HypernetworkFileError(
             path, f"refused: it contains objects that are not plain weights ({found.group(1)}); it may be "
                   f"malicious, so it was not loaded") from error
-    except (RuntimeError, EOFError, ValueError, OSError, AttributeError, TypeError, KeyError, IndexError,
-            UnicodeDecodeError, MemoryError, OverflowError, zipfile.BadZipFile) as error:
+    except Exception as error:  # noqa: BLE001 - the loader's promise: one clear error type, never a crash
         raise HypernetworkFileError(path, "the file is truncated, damaged or not a torch file") from error
 
 
@@ -388,9 +389,14 @@ def load(path: str | os.PathLike) -> Hypernetwork:
     path = Path(path)
     if not path.is_file():
         raise HypernetworkFileError(path, "no such file")
-    if path.suffix.lower() == SAFETENSORS_SUFFIX:
-        return read_safetensors(path)
-    return from_webui_dict(read_torch_pickle(path), path)
+    try:
+        if path.suffix.lower() == SAFETENSORS_SUFFIX:
+            return read_safetensors(path)
+        return from_webui_dict(read_torch_pickle(path), path)
+    except HypernetworkFileError:
+        raise
+    except Exception as error:  # noqa: BLE001 - odd content (e.g. complex tensors) must not crash the caller
+        raise HypernetworkFileError(path, f"unexpected content ({type(error).__name__}: {error})") from error
 
 
 def convert(source: str | os.PathLike, destination: str | os.PathLike) -> Path:
