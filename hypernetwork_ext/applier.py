@@ -130,6 +130,8 @@ class FastApplier:
         if transform is self._transform and transform is not None:
             return
         self._transform = transform
+        self._network_list = list(dict.fromkeys(transform.networks())) if transform is not None else []
+        self._parameter_list = [p for network in self._network_list for p in network.parameters()]
         self.clear()
 
     def clear(self) -> None:
@@ -141,20 +143,14 @@ class FastApplier:
 
     # -- bookkeeping ---------------------------------------------------------------------------
 
-    def _networks(self):
-        return list(dict.fromkeys(self._transform.networks())) if self._transform is not None else []
-
     def _must_run_plain(self) -> bool:
-        for network in self._networks():
-            if network.training:
-                return True
-            if torch.is_grad_enabled() and any(p.requires_grad for p in network.parameters()):
-                return True
-        return False
+        if any(network.training for network in self._network_list):
+            return True
+        return torch.is_grad_enabled() and any(p.requires_grad for p in self._parameter_list)
 
     def _check_weights(self) -> None:
         """Drop derived data when any weight changed in place (e.g. a training step, a merge)."""
-        version = tuple(p._version for network in self._networks() for p in network.parameters())
+        version = tuple(p._version for p in self._parameter_list)
         if version != self._weights_version:
             self.clear()
             self._weights_version = version
