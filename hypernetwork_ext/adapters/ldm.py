@@ -1,0 +1,123 @@
+"""Adapter for latent-diffusion models of the ``ldm`` package (the classes the WebUI's
+``shared.sd_model`` is built from): SD 1.x and 2.x, epsilon or v prediction."""
+
+from __future__ import annotations
+
+import contextlib
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from ..applier import FastApplier
+from ..attention import HypernetworkAttention, install
+from .base import PreviewRequest
+
+
+class _TorchWithSizeTolerantCat:
+    """``torch`` as seen by ldm's UNet, except that ``cat`` of an upsampled tensor and a skip
+    connection of a different size first resizes the first to the second, as the WebUI does; this is
+    what lets sizes be any multiple of 8 pixels instead of 64."""
+
+    def __getattr__(self, name):
+        return getattr(torch, name)
+
+    @staticmethod
+    def cat(tensors, *args, **kwargs):
+        if len(tensors) == 2 and tensors[0].shape[-2:] != tensors[1].shape[-2:]:
+            tensors = (F.interpolate(tensors[0], tensors[1].shape[-2:], mode="nearest"), tensors[1])
+        return torch.cat(tensors, *args, **kwargs)
+
+
+@contextlib.contextmanager
+def size_tolerant_unet():
+    from ldm.modules.diffusionmodules import openaimodel
+
+    if isinstance(openaimodel.th, _TorchWithSizeTolerantCat) or openaimodel.th is not torch:
+        yield  # already tolerant (or patched by the WebUI): leave it alone
+        return
+    openaimodel.th = _TorchWithSizeTolerantCat()
+    try:
+        yield
+    finally:
+        openaimodel.th = torch
+
+
+class LdmAdapter:
+    def __init__(self, model, device: torch.device | str | None = None):
+        self.model = model
+        self.device = torch.device(device) if device is not None else next(model.model.parameters()).device
+        self.dtype = next(model.model.parameters()).dtype
+
+    def encode_images(self, pixels):
+        with torch.no_grad():
+            first_stage = self.model.first_stage_model
+            dist = self.model.encode_first_stage(pixels.to(self.device, next(first_stage.parameters()).dtype))
+            scale = self.model.scale_factor
+            return dist.mean * scale, dist.std * scale
+
+    def encode_text(self, captions):
+        with torch.no_grad():
+            return self.model.get_learned_conditioning(list(captions))
+
+    def loss(self, latents, cond, weights, kind):
+        model = self.model
+        latents = latents.to(self.device, self.dtype)
+        cond = cond.to(self.device, self.dtype)
+        t = torch.randint(0, model.num_timesteps, (latents.shape[0],), device=self.device)
+        noise = torch.randn_like(latents)
+        x_noisy = model.q_sample(x_start=latents, t=t, noise=noise)
+        with size_tolerant_unet():
+            output = model.apply_model(x_noisy, t, cond)
+        target = model.get_v(latents, noise, t) if model.parameterization == "v" else noise
+        error = (output.float() - target.float()) ** 2
+        if weights is not None:
+            error = error * weights.to(error.device, error.dtype)
+        per_sample = error.mean(dim=(1, 2, 3))
+        if kind == "simple":
+            return per_sample.mean()
+        vlb = (model.lvlb_weights.to(per_sample.device)[t] * per_sample).mean()
+        if kind == "vlb":
+            return vlb
+        logvar_t = model.logvar.to(per_sample.device)[t]
+        full = model.l_simple_weight * (per_sample / torch.exp(logvar_t) + logvar_t).mean()
+        return full + model.original_elbo_weight * vlb
+
+    def attach(self, applier: FastApplier):
+        return install(self.model.model.diffusion_model, HypernetworkAttention(applier))
+
+    def render_preview(self, request: PreviewRequest) -> Image.Image:
+        """Deterministic DDIM (eta 0) with classifier-free guidance, from a seeded start."""
+        model = self.model
+        generator = torch.Generator().manual_seed(request.seed)
+        shape = (1, model.channels, request.height // 8, request.width // 8)
+        x = torch.randn(shape, generator=generator).to(self.device, self.dtype)
+        alphas = model.alphas_cumprod.to(self.device, torch.float32)
+        timesteps = torch.linspace(model.num_timesteps - 1, 0, request.steps).round().long().tolist()
+        with torch.no_grad():
+            cond = model.get_learned_conditioning([request.prompt])
+            uncond = model.get_learned_conditioning([request.negative_prompt])
+            both = torch.cat([uncond, cond])
+            for index, t in enumerate(timesteps):
+                t_batch = torch.full((2,), t, device=self.device, dtype=torch.long)
+                with size_tolerant_unet():
+                    out_uncond, out_cond = model.apply_model(torch.cat([x, x]), t_batch, both).float().chunk(2)
+                out = out_uncond + request.cfg_scale * (out_cond - out_uncond)
+                a_t = alphas[t]
+                a_prev = alphas[timesteps[index + 1]] if index + 1 < len(timesteps) else torch.tensor(1.0)
+                xf = x.float()
+                if model.parameterization == "v":
+                    eps = a_t.sqrt() * out + (1 - a_t).sqrt() * xf
+                    x0 = a_t.sqrt() * xf - (1 - a_t).sqrt() * out
+                else:
+                    eps = out
+                    x0 = (xf - (1 - a_t).sqrt() * eps) / a_t.sqrt()
+                x = (a_prev.sqrt() * x0 + (1 - a_prev).sqrt() * eps).to(self.dtype)
+            image = model.decode_first_stage(x)
+        array = ((image[0].float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).cpu().numpy()
+        return Image.fromarray(np.ascontiguousarray(array))
+
+    def set_encoders_device(self, device):
+        self.model.cond_stage_model.to(device)
+        self.model.first_stage_model.to(device)

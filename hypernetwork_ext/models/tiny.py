@@ -1,0 +1,84 @@
+"""A small Stable-Diffusion-shaped model built in code from the ``ldm`` classes the WebUI uses.
+
+It is a demonstration and test model with random weights: same architecture family (UNet with
+spatial transformers, KL autoencoder with factor-8 latents, a text encoder giving (batch, 77, width)
+conditioning), a few million parameters, no download. Requires the ``ldm`` package.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+TOKENS = 77
+
+
+class TinyTextEncoder(nn.Module):
+    """UTF-8 bytes as tokens (no vocabulary file), an embedding and one transformer layer."""
+
+    def __init__(self, width: int = 48, seed: int = 0):
+        super().__init__()
+        generator = torch.Generator().manual_seed(seed)
+        self.width = width
+        self.embedding = nn.Embedding(258, width)  # 256 bytes, start, pad
+        self.position = nn.Parameter(torch.zeros(TOKENS, width))
+        self.layer = nn.TransformerEncoderLayer(width, nhead=2, dim_feedforward=2 * width, dropout=0.0,
+                                                batch_first=True)
+        self.norm = nn.LayerNorm(width)
+        with torch.no_grad():
+            for parameter in self.parameters():
+                if parameter.ndim > 1:
+                    parameter.copy_(torch.randn(parameter.shape, generator=generator) * parameter.shape[-1] ** -0.5)
+
+    def tokenize(self, texts: list[str]) -> torch.Tensor:
+        ids = torch.full((len(texts), TOKENS), 257, dtype=torch.long)
+        for row, text in enumerate(texts):
+            data = [256] + list(text.encode("utf-8"))[: TOKENS - 1]
+            ids[row, : len(data)] = torch.tensor(data)
+        return ids
+
+    def forward(self, texts: list[str]) -> torch.Tensor:
+        ids = self.tokenize(list(texts)).to(self.position.device)
+        hidden = self.embedding(ids) + self.position
+        return self.norm(self.layer(hidden))
+
+    def encode(self, texts):
+        return self(texts)
+
+
+def tiny_latent_diffusion(context_width: int = 48, seed: int = 0):
+    """A LatentDiffusion with attention widths 32 and 64 and text width ``context_width``."""
+    from ldm.models.diffusion.ddpm import LatentDiffusion
+
+    torch_state = torch.random.get_rng_state()
+    torch.manual_seed(seed)  # ldm's constructors draw from the global generator; put it back after
+    try:
+        model = LatentDiffusion(
+            first_stage_config={"target": "ldm.models.autoencoder.AutoencoderKL", "params": {
+                "embed_dim": 4, "lossconfig": {"target": "torch.nn.Identity"},
+                "ddconfig": {"double_z": True, "z_channels": 4, "resolution": 64, "in_channels": 3, "out_ch": 3,
+                             "ch": 32, "ch_mult": [1, 1, 1, 1], "num_res_blocks": 1, "attn_resolutions": [],
+                             "dropout": 0.0}}},
+            cond_stage_config={"target": "hypernetwork_ext.models.tiny.TinyTextEncoder",
+                               "params": {"width": context_width, "seed": seed}},
+            unet_config={"target": "ldm.modules.diffusionmodules.openaimodel.UNetModel", "params": {
+                "image_size": 8, "in_channels": 4, "out_channels": 4, "model_channels": 32,
+                "attention_resolutions": [1, 2], "num_res_blocks": 1, "channel_mult": [1, 2], "num_heads": 2,
+                "use_spatial_transformer": True, "transformer_depth": 1, "context_dim": context_width,
+                "use_checkpoint": False, "legacy": False}},
+            linear_start=0.00085, linear_end=0.012, timesteps=1000, first_stage_key="jpg", cond_stage_key="txt",
+            image_size=8, channels=4, conditioning_key="crossattn", scale_factor=0.18215, use_ema=False,
+            monitor=None,
+        )
+    finally:
+        torch.random.set_rng_state(torch_state)
+    # ldm zero-initialises output layers; small random values make every block matter
+    generator = torch.Generator().manual_seed(seed + 1)
+    with torch.no_grad():
+        for parameter in model.model.parameters():
+            if parameter.ndim > 1 and not parameter.any():
+                parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.02)
+    return model.eval().requires_grad_(False)
+
+
+TINY_ATTENTION_WIDTHS = (48, 32, 64)  # text width first, as in the WebUI's default list

@@ -1,0 +1,389 @@
+"""The training loop. One function, ``train``, readable top to bottom.
+
+Guarantees, and how:
+* **Determinism.** Data order, captions and latent samples are functions of (dataset seed, step);
+  timesteps, noise and dropout come from torch's generator seeded per micro-batch inside
+  ``fork_rng``. So a run with previews equals one without, and a resumed run equals an
+  uninterrupted one, bit for bit on the CPU.
+* **Strength 1.** The network is in train mode while training, so its modules ignore any strength.
+* **Correct gradients.** Clipping runs on unscaled gradients; a NaN or infinite loss or gradient
+  never reaches the weights.
+* **Files.** Every write is atomic; saved copies carry their own optimizer state with their own
+  hash; the starting file is copied to the log folder before the result replaces it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import datetime
+import io
+import math
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+from PIL import Image
+
+from .. import files
+from ..applier import FastApplier
+from ..errors import ConfigError, HypernetworkError
+from ..network import Hypernetwork
+from ..stack import Applied
+from .dataset import TrainingDataset, encode_latents, read_template, scan_folder
+from .optimizers import build_optimizer
+from .settings import TrainingSettings
+
+
+class TrainingError(HypernetworkError):
+    """Training stopped because of a problem; the message says what, and where the last good weights are."""
+
+
+@dataclass
+class LossPoint:
+    step: int
+    epoch: int
+    epoch_step: int
+    loss: float
+    learn_rate: float
+
+
+@dataclass
+class Callbacks:
+    """How the engine reports. Every hook is optional."""
+
+    status: Callable[[str], None] | None = None
+    progress: Callable[[int, int], None] | None = None  # (completed steps, max steps)
+    loss: Callable[[LossPoint], None] | None = None
+    preview: Callable[[int, Image.Image, Path], None] | None = None
+    saved: Callable[[Path], None] | None = None
+    should_stop: Callable[[], bool] | None = None  # polled once per step: Interrupt
+
+    def say(self, text: str) -> None:
+        if self.status:
+            self.status(text)
+
+
+@dataclass
+class TrainingResult:
+    network: Hypernetwork
+    output_path: Path
+    log_dir: Path
+    steps_done: int
+    interrupted: bool
+    losses: list[LossPoint] = field(default_factory=list)
+    saved: list[Path] = field(default_factory=list)
+    previews: list[Path] = field(default_factory=list)
+    dataset_report: object = None
+    seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What the saved files record about the model trained on."""
+
+    shorthash: str | None = None
+    name: str | None = None
+
+
+def train(adapter, hypernetwork_path: str | Path, settings: TrainingSettings, *, output_path: str | Path | None = None,
+          resume_from: str | Path | None = None, callbacks: Callbacks | None = None,
+          model_info: ModelInfo = ModelInfo(), log_dir: str | Path | None = None) -> TrainingResult:
+    """Train the hypernetwork at ``hypernetwork_path`` (or continue ``resume_from``, a saved copy)."""
+    callbacks = callbacks or Callbacks()
+    started = time.monotonic()
+    source = Path(resume_from or hypernetwork_path)
+    output_path = Path(output_path or hypernetwork_path)
+    network = files.load(source)
+    name = network.name
+    optimizer_state = files.load_optimizer_state(source)
+    if network.step >= settings.max_steps:
+        raise ConfigError("max_steps", f"{name} has already been trained for {network.step} steps, which is not "
+                                       f"below max steps ({settings.max_steps}); raise max steps to continue")
+    learn_rate = settings.learn_rate_schedule()
+    clip = settings.clip_schedule() if settings.clip_mode != "none" else None
+    log_dir = Path(log_dir) if log_dir else Path(settings.log_dir) / datetime.date.today().isoformat() / name
+
+    # ---- data -----------------------------------------------------------------------------
+    callbacks.say(f"Preparing dataset from {settings.data_dir}...")
+    templates = read_template(settings.template)
+    examples, report = scan_folder(settings.data_dir, width=settings.width, height=settings.height,
+                                   no_crop=settings.no_crop, use_alpha=settings.use_alpha_weight)
+    for problem in report.skipped:
+        callbacks.say(f"Skipped {problem.path}: {problem.reason}")
+    dataset = TrainingDataset(examples, report, batch_size=settings.batch_size, grad_accum=settings.grad_accum,
+                              templates=templates, name=name, seed=settings.dataset_seed,
+                              shuffle_tags=settings.shuffle_tags, tag_dropout=settings.tag_dropout,
+                              flip=settings.flip, latent_sampling=settings.latent_sampling, repeats=settings.repeats)
+    encode_latents(examples, adapter.encode_images, flip=settings.flip, latent_sampling=settings.latent_sampling,
+                   seed=settings.dataset_seed)
+    text = TextCache(adapter.encode_text, enabled=not dataset.captions_vary)
+    if settings.unload_models_when_training:
+        adapter.set_encoders_device("cpu")
+
+    # ---- files ----------------------------------------------------------------------------
+    (log_dir / "hypernetworks").mkdir(parents=True, exist_ok=True)
+    settings.save(log_dir / "settings.json")
+    csv_path = log_dir / "hypernetwork_loss.csv"
+    _truncate_csv(csv_path, network.step)  # a resumed run continues the log; a new run starts it afresh
+    result = TrainingResult(network, output_path, log_dir, network.step, False, dataset_report=report)
+    if resume_from is None and output_path.resolve() == Path(hypernetwork_path).resolve() and output_path.exists():
+        keep = log_dir / "hypernetworks" / f"{name}-{network.step}-start{output_path.suffix}"
+        shutil.copyfile(output_path, keep)  # the starting point survives the final overwrite
+        if files.optimizer_sidecar_path(output_path).exists():
+            shutil.copyfile(files.optimizer_sidecar_path(output_path), files.optimizer_sidecar_path(keep))
+
+    # ---- model and optimizer --------------------------------------------------------------
+    device = adapter.device
+    network.to(device).train().requires_grad_(True)
+    parameters = [p for p in network.parameters()]
+    optimizer, optimizer_name = build_optimizer(settings, parameters, learn_rate.rate_at(network.step))
+    if optimizer_state is not None:
+        saved_name, state = optimizer_state
+        if saved_name == optimizer_name:
+            try:
+                optimizer.load_state_dict(state)
+                callbacks.say(f"Continuing with the saved {optimizer_name} state")
+            except (ValueError, RuntimeError, KeyError) as error:
+                callbacks.say(f"The saved optimizer state does not fit ({error}); starting a fresh optimizer")
+        else:
+            callbacks.say(f"The saved optimizer state is for {saved_name}, not {optimizer_name}; starting fresh")
+    autocast, scaler = _precision(settings.mixed_precision, device)
+    undo_attach = adapter.attach(FastApplier(Applied(network, 1.0)))
+    cuda_devices = [device.index or 0] if device.type == "cuda" else []
+
+    def save_copy(step: int) -> Path:
+        network.sd_checkpoint, network.sd_checkpoint_name = model_info.shorthash, model_info.name
+        path = files.save(network, log_dir / "hypernetworks" / f"{name}-{step}{output_path.suffix}")
+        files.save_optimizer_state(path, optimizer_name, optimizer.state_dict())
+        result.saved.append(path)
+        if callbacks.saved:
+            callbacks.saved(path)
+        return path
+
+    def preview(step: int, caption: str) -> None:
+        p = settings.preview
+        seed = p.seed if p.seed >= 0 else int.from_bytes(os.urandom(4), "little")
+        request = _preview_request(settings, caption, seed)
+        callbacks.say(f"Rendering a preview at step {step}...")
+        with _isolated_preview(network, optimizer, settings, adapter, cuda_devices):
+            image = adapter.render_preview(request)
+        images = log_dir / "images"
+        images.mkdir(exist_ok=True)
+        path = images / f"{name}-{step}.png"
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG")
+        files.atomic_write_bytes(path, buffer.getvalue())
+        result.previews.append(path)
+        if callbacks.preview:
+            callbacks.preview(step, image, path)
+
+    # ---- the loop -------------------------------------------------------------------------
+    step = network.step
+    consecutive_skips = 0
+    callbacks.say(f"Training {name} from step {step} to {settings.max_steps}: {len(examples)} images, "
+                  f"{dataset.steps_per_epoch} steps per epoch")
+    try:
+        while step < settings.max_steps:
+            if callbacks.should_stop and callbacks.should_stop():
+                result.interrupted = True
+                callbacks.say(f"Interrupted at step {step}")
+                break
+            rate = learn_rate.rate_at(step)
+            for group in optimizer.param_groups:
+                group["lr"] = rate
+            step_loss = 0.0
+            micro_batches = dataset.micro_batches(step)
+            caption = ""
+            for micro, indices in enumerate(micro_batches):
+                batch = dataset.materialize(indices, step, micro)
+                caption = caption or batch.captions[0]
+                cond = text(batch.captions)
+                with torch.random.fork_rng(devices=cuda_devices):
+                    torch.manual_seed(_seed(settings.seed, step, micro))
+                    with autocast():
+                        loss = adapter.loss(batch.latents, cond, batch.weights, settings.loss)
+                    scaled = loss / len(micro_batches)
+                    (scaler.scale(scaled) if scaler else scaled).backward()
+                step_loss += loss.item() / len(micro_batches)
+            if scaler:
+                scaler.unscale_(optimizer)
+            grads_ok = math.isfinite(step_loss) and all(
+                torch.isfinite(p.grad).all() for p in parameters if p.grad is not None)
+            if not grads_ok:
+                optimizer.zero_grad(set_to_none=True)
+                if scaler and math.isfinite(step_loss):
+                    scaler.update()  # fp16 overflow: the scaler lowers its scale and the step is retried
+                    continue
+                if settings.nan_policy == "stop":
+                    raise TrainingError(f"the loss became {step_loss} at step {step + 1}; training stopped. The "
+                                        f"weights were not changed by that step (last good step: {step})")
+                consecutive_skips += 1
+                callbacks.say(f"Step {step + 1} skipped: loss {step_loss}")
+                if consecutive_skips >= 10:
+                    raise TrainingError(f"10 steps in a row had a NaN or infinite loss (last at step {step + 1}); "
+                                        f"training stopped. Try a lower learning rate")
+                step += 1
+                network.step = step
+                continue
+            consecutive_skips = 0
+            if clip is not None:
+                limit = clip.rate_at(step)
+                if settings.clip_mode == "value":
+                    torch.nn.utils.clip_grad_value_(parameters, limit)
+                else:
+                    torch.nn.utils.clip_grad_norm_(parameters, limit, norm_type=float(settings.clip_norm_type))
+            if scaler:
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            network.step = step
+
+            epoch, epoch_step = divmod(step - 1, dataset.steps_per_epoch)
+            point = LossPoint(step, epoch + 1, epoch_step + 1, step_loss, rate)
+            result.losses.append(point)
+            if settings.csv_every and step % settings.csv_every == 0:
+                _append_csv(csv_path, point)
+            if callbacks.loss:
+                callbacks.loss(point)
+            if callbacks.progress:
+                callbacks.progress(step, settings.max_steps)
+            cycle_end = settings.cosine.enabled and learn_rate.cycle_ends_at(step)
+            if (settings.save_every and step % settings.save_every == 0) or \
+                    (cycle_end and settings.cosine.save_at_cycle_end):
+                save_copy(step)
+            if (settings.preview_every and step % settings.preview_every == 0) or \
+                    (cycle_end and settings.cosine.preview_at_cycle_end):
+                preview(step, caption)
+            callbacks.say(f"Step {step}/{settings.max_steps}, epoch {epoch + 1}, loss {step_loss:.5f}, "
+                          f"learning rate {rate:.3g}")
+    except BaseException as error:
+        last = save_copy(step) if step > 0 else None
+        where = f"; the last good weights are saved as {last}" if last else ""
+        undo_attach()
+        network.eval().requires_grad_(False)
+        if isinstance(error, (TrainingError, KeyboardInterrupt)):
+            raise TrainingError(f"{error}{where}") from error
+        raise TrainingError(f"training failed at step {step + 1}: {type(error).__name__}: {error}{where}") from error
+    finally:
+        if settings.unload_models_when_training:
+            adapter.set_encoders_device(device)
+
+    undo_attach()
+    network.eval().requires_grad_(False)
+    network.sd_checkpoint, network.sd_checkpoint_name = model_info.shorthash, model_info.name
+    files.save(network, output_path)
+    files.save_optimizer_state(output_path, optimizer_name, optimizer.state_dict())
+    result.steps_done = step
+    result.seconds = time.monotonic() - started
+    callbacks.say(f"Training {'interrupted' if result.interrupted else 'finished'} at step {step}; "
+                  f"saved {output_path}")
+    if callbacks.saved:
+        callbacks.saved(output_path)
+    return result
+
+
+# --------------------------------------------------------------------------------------------
+# Helpers
+# --------------------------------------------------------------------------------------------
+
+def _seed(seed: int, step: int, micro: int) -> int:
+    return (seed * 1_000_003 + step * 1_009 + micro) % (2 ** 63)
+
+
+class TextCache:
+    """Conditioning per caption, computed once when captions never change."""
+
+    def __init__(self, encode, enabled: bool, limit: int = 8192):
+        self.encode, self.enabled, self.limit = encode, enabled, limit
+        self.cache: dict[str, torch.Tensor] = {}
+
+    def __call__(self, captions: list[str]) -> torch.Tensor:
+        if not self.enabled:
+            return self.encode(captions)
+        missing = [c for c in dict.fromkeys(captions) if c not in self.cache]
+        if missing:
+            for caption, cond in zip(missing, self.encode(missing)):
+                if len(self.cache) < self.limit:
+                    self.cache[caption] = cond
+        if all(c in self.cache for c in captions):
+            return torch.stack([self.cache[c] for c in captions])
+        return self.encode(captions)
+
+
+def _precision(mode: str, device: torch.device):
+    """(autocast context factory, GradScaler or None). CPU trains in float32."""
+    if device.type != "cuda" or mode == "no":
+        return contextlib.nullcontext, None
+    if mode == "bf16" or (mode == "auto" and torch.cuda.is_bf16_supported()):
+        return (lambda: torch.autocast("cuda", dtype=torch.bfloat16)), None
+    return (lambda: torch.autocast("cuda", dtype=torch.float16)), torch.amp.GradScaler("cuda")
+
+
+def _preview_request(settings: TrainingSettings, caption: str, seed: int):
+    from ..adapters.base import PreviewRequest
+
+    p = settings.preview
+    return PreviewRequest(prompt=p.prompt or caption, negative_prompt=p.negative_prompt, steps=p.steps,
+                          cfg_scale=p.cfg_scale, seed=seed, width=p.width, height=p.height, sampler=p.sampler)
+
+
+@contextlib.contextmanager
+def _isolated_preview(network, optimizer, settings, adapter, cuda_devices):
+    """Everything a preview could disturb comes back as it was (B5), and the optimizer state waits
+    in CPU memory while the preview renders (B6)."""
+    moved = _move_optimizer_state(optimizer, "cpu") if settings.unload_optimizer_for_preview else []
+    if settings.unload_models_when_training:
+        adapter.set_encoders_device(adapter.device)
+    with torch.random.fork_rng(devices=cuda_devices):
+        network.eval()
+        try:
+            with torch.no_grad():
+                yield
+        finally:
+            network.train()
+            if settings.unload_models_when_training:
+                adapter.set_encoders_device("cpu")
+            for state, key, device in moved:
+                state[key] = state[key].to(device)
+
+
+def _move_optimizer_state(optimizer, device) -> list:
+    moved = []
+    for state in optimizer.state.values():
+        for key, value in state.items():
+            if isinstance(value, torch.Tensor) and value.device != torch.device(device):
+                moved.append((state, key, value.device))
+                state[key] = value.to(device)
+    if moved and torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    return moved
+
+
+def _truncate_csv(path: Path, last_step: int) -> None:
+    if not path.exists():
+        return
+    with open(path, newline="", encoding="utf-8") as handle:
+        rows = list(csv.reader(handle))
+    kept = [rows[0]] + [row for row in rows[1:] if row and row[0].isdigit() and int(row[0]) <= last_step]
+    buffer = io.StringIO()
+    csv.writer(buffer).writerows(kept if len(kept) > 1 else [])
+    files.atomic_write_bytes(path, buffer.getvalue().encode("utf-8"))
+    if len(kept) <= 1:
+        path.unlink()
+
+
+def _append_csv(path: Path, point: LossPoint) -> None:
+    new = not path.exists()
+    with open(path, "a", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        if new:
+            writer.writerow(["step", "epoch", "epoch_step", "loss", "learn_rate"])
+        writer.writerow([point.step, point.epoch, point.epoch_step, f"{point.loss:.7f}", f"{point.learn_rate:.10g}"])
