@@ -26,16 +26,17 @@ def workspace(tmp_path):
     return tmp_path
 
 
-def run(tmp_path, name, **changes):
+def run(tmp_path, name, kind="ldm", **changes):
     out = tmp_path / f"{name}.pt"
-    result = train(tiny_adapter(), tmp_path / "start.pt", settings(tmp_path, **changes), output_path=out,
+    result = train(tiny_adapter(kind), tmp_path / "start.pt", settings(tmp_path, **changes), output_path=out,
                    log_dir=tmp_path / f"logs-{name}")
     return result, out
 
 
-def test_previews_do_not_change_training(workspace):
-    with_previews, a = run(workspace, "previews", preview_every=2)
-    without, b = run(workspace, "plain")
+@pytest.mark.parametrize("kind", ["ldm", "diffusers"])
+def test_previews_do_not_change_training(workspace, kind):
+    with_previews, a = run(workspace, "previews", kind, preview_every=2)
+    without, b = run(workspace, "plain", kind)
     assert len(with_previews.previews) == 3 and not without.previews
     assert same_tensors(weights_of(a), weights_of(b))  # bit-identical, dropout included
     assert same_optimizer_state(files.load_optimizer_state(a)[1], files.load_optimizer_state(b)[1])
@@ -43,7 +44,7 @@ def test_previews_do_not_change_training(workspace):
 
 
 class DisturbingPreviewAdapter:
-    """A preview that draws from every global generator and leaves the model in train mode."""
+    """A preview that draws from every global generator (torch, random, numpy)."""
 
     def __init__(self):
         self.inner = tiny_adapter()
@@ -70,13 +71,14 @@ def test_a_preview_that_uses_global_randomness_still_changes_nothing(workspace):
     assert same_tensors(weights_of(workspace / "d.pt"), weights_of(plain))
 
 
-def test_resume_from_a_saved_copy_equals_an_uninterrupted_run(workspace):
-    full, full_out = run(workspace, "full", save_every=3)
-    first, _ = run(workspace, "first", max_steps=3, save_every=3)
+@pytest.mark.parametrize("kind", ["ldm", "diffusers"])
+def test_resume_from_a_saved_copy_equals_an_uninterrupted_run(workspace, kind):
+    full, full_out = run(workspace, "full", kind, save_every=3)
+    first, _ = run(workspace, "first", kind, max_steps=3, save_every=3)
     copy = first.saved[0]
     assert copy.name == "tiny-3.pt" and files.load(copy).step == 3
     assert files.load_optimizer_state(copy) is not None  # the copy's sidecar carries the copy's own hash
-    resumed = train(tiny_adapter(), workspace / "start.pt", settings(workspace), resume_from=copy,
+    resumed = train(tiny_adapter(kind), workspace / "start.pt", settings(workspace), resume_from=copy,
                     output_path=workspace / "resumed.pt", log_dir=workspace / "logs-resumed")
     assert resumed.steps_done == 6
     assert same_tensors(weights_of(full_out), weights_of(workspace / "resumed.pt"))

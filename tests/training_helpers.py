@@ -26,9 +26,26 @@ def tiny_model():
     return model.eval()
 
 
-def tiny_adapter():
-    from hypernetwork_ext.adapters.ldm import LdmAdapter
-    return LdmAdapter(tiny_model())
+@functools.lru_cache(maxsize=None)
+def _tiny_diffusers_state():
+    from hypernetwork_ext.models.tiny import tiny_diffusers_components
+    components = tiny_diffusers_components(seed=0)
+    states = {name: {k: v.clone() for k, v in components[name].state_dict().items()}
+              for name in ("unet", "vae", "text_encoder")}
+    return components, states
+
+
+def tiny_adapter(kind: str = "ldm"):
+    """An adapter over a tiny real model: ``ldm`` (LatentDiffusion) or ``diffusers`` components."""
+    if kind == "ldm":
+        from hypernetwork_ext.adapters.ldm import LdmAdapter
+        return LdmAdapter(tiny_model())
+    from hypernetwork_ext.adapters.diffusers import DiffusersAdapter
+    components, states = _tiny_diffusers_state()
+    for name, state in states.items():
+        components[name].load_state_dict(state)
+    components["unet"].set_default_attn_processor()
+    return DiffusersAdapter(**components)
 
 
 def make_images(folder: Path, count: int, sizes=((64, 64), (64, 96), (96, 64)), captions=True, seed=0) -> Path:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
@@ -13,6 +12,7 @@ from PIL import Image
 from ..applier import FastApplier
 from ..attention import HypernetworkAttention, install
 from .base import PreviewRequest
+from .sampling import ddim_sample, to_image
 
 
 class _TorchWithSizeTolerantCat:
@@ -88,35 +88,19 @@ class LdmAdapter:
         return install(self.model.model.diffusion_model, HypernetworkAttention(applier))
 
     def render_preview(self, request: PreviewRequest) -> Image.Image:
-        """Deterministic DDIM (eta 0) with classifier-free guidance, from a seeded start."""
         model = self.model
-        generator = torch.Generator().manual_seed(request.seed)
-        shape = (1, model.channels, request.height // 8, request.width // 8)
-        x = torch.randn(shape, generator=generator).to(self.device, self.dtype)
-        alphas = model.alphas_cumprod.to(self.device, torch.float32)
-        timesteps = torch.linspace(model.num_timesteps - 1, 0, request.steps).round().long().tolist()
         with torch.no_grad():
-            cond = model.get_learned_conditioning([request.prompt])
-            uncond = model.get_learned_conditioning([request.negative_prompt])
-            both = torch.cat([uncond, cond])
-            for index, t in enumerate(timesteps):
-                t_batch = torch.full((2,), t, device=self.device, dtype=torch.long)
+            both = torch.cat([model.get_learned_conditioning([request.negative_prompt]),
+                              model.get_learned_conditioning([request.prompt])])
+
+            def predict(x, t):
                 with size_tolerant_unet():
-                    out_uncond, out_cond = model.apply_model(torch.cat([x, x]), t_batch, both).float().chunk(2)
-                out = out_uncond + request.cfg_scale * (out_cond - out_uncond)
-                a_t = alphas[t]
-                a_prev = alphas[timesteps[index + 1]] if index + 1 < len(timesteps) else torch.tensor(1.0)
-                xf = x.float()
-                if model.parameterization == "v":
-                    eps = a_t.sqrt() * out + (1 - a_t).sqrt() * xf
-                    x0 = a_t.sqrt() * xf - (1 - a_t).sqrt() * out
-                else:
-                    eps = out
-                    x0 = (xf - (1 - a_t).sqrt() * eps) / a_t.sqrt()
-                x = (a_prev.sqrt() * x0 + (1 - a_prev).sqrt() * eps).to(self.dtype)
-            image = model.decode_first_stage(x)
-        array = ((image[0].float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).cpu().numpy()
-        return Image.fromarray(np.ascontiguousarray(array))
+                    return model.apply_model(x, t, both)
+
+            latents = ddim_sample(predict, model.alphas_cumprod, (1, model.channels, request.height // 8,
+                                  request.width // 8), request.steps, request.cfg_scale, request.seed,
+                                  model.parameterization == "v", self.device, self.dtype)
+            return to_image(model.decode_first_stage(latents))
 
     def set_encoders_device(self, device):
         self.model.cond_stage_model.to(device)

@@ -82,3 +82,33 @@ def tiny_latent_diffusion(context_width: int = 48, seed: int = 0):
 
 
 TINY_ATTENTION_WIDTHS = (48, 32, 64)  # text width first, as in the WebUI's default list
+
+
+def tiny_diffusers_components(context_width: int = 48, seed: int = 0) -> dict:
+    """The same shape of model as diffusers components: UNet, VAE, CLIP text model, tokenizer, scheduler.
+    The tokenizer is byte-level (no vocabulary file to download)."""
+    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    state = torch.random.get_rng_state()
+    torch.manual_seed(seed)  # the constructors draw from the global generator; put it back after
+    try:
+        unet = UNet2DConditionModel(sample_size=8, in_channels=4, out_channels=4, layers_per_block=1,
+                                    block_out_channels=(32, 64), down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+                                    up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+                                    cross_attention_dim=context_width, attention_head_dim=8, norm_num_groups=32)
+        vae = AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(32, 32, 32, 32),
+                            down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+                            layers_per_block=1, norm_num_groups=32, sample_size=64)
+        text_encoder = CLIPTextModel(CLIPTextConfig(vocab_size=258, hidden_size=context_width, intermediate_size=96,
+                                                    num_hidden_layers=1, num_attention_heads=2,
+                                                    max_position_embeddings=TOKENS))
+    finally:
+        torch.random.set_rng_state(state)
+    scheduler = DDPMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                              num_train_timesteps=1000)
+    tokenizer = TinyTextEncoder(width=8)  # only its byte tokenizer is used
+    for module in (unet, vae, text_encoder):
+        module.eval().requires_grad_(False)
+    return {"unet": unet, "vae": vae, "text_encoder": text_encoder, "tokenize": tokenizer.tokenize,
+            "noise_scheduler": scheduler}

@@ -22,7 +22,7 @@ from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from ..errors import ConfigError
 
-CAPTION_ENCODINGS = ("utf-8-sig", "utf-16", "cp1252", "latin-1")
+CAPTION_ENCODINGS = ("cp1252", "latin-1")  # after UTF-8 and, with a byte-order mark, UTF-16
 _LEADING_NUMBER = re.compile(r"^[-\d]+\s*")
 
 
@@ -105,8 +105,10 @@ def read_caption(image_path: Path) -> tuple[str, str | None]:
     text_path = image_path.with_suffix(".txt")
     if text_path.is_file():
         raw = text_path.read_bytes()
+        if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
+            return raw.decode("utf-16").strip(), "caption read as utf-16, not UTF-8"
         try:
-            return raw.decode("utf-8").strip(), None
+            return raw.decode("utf-8-sig").strip(), None
         except UnicodeDecodeError:
             for encoding in CAPTION_ENCODINGS:
                 try:

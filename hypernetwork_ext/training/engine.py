@@ -212,8 +212,7 @@ def train(adapter, hypernetwork_path: str | Path, settings: TrainingSettings, *,
                 step_loss += loss.item() / len(micro_batches)
             if scaler:
                 scaler.unscale_(optimizer)
-            grads_ok = math.isfinite(step_loss) and all(
-                torch.isfinite(p.grad).all() for p in parameters if p.grad is not None)
+            grads_ok = math.isfinite(step_loss) and _finite_gradients(parameters)
             if not grads_ok:
                 optimizer.zero_grad(set_to_none=True)
                 if scaler and math.isfinite(step_loss):
@@ -293,6 +292,12 @@ def train(adapter, hypernetwork_path: str | Path, settings: TrainingSettings, *,
 # --------------------------------------------------------------------------------------------
 # Helpers
 # --------------------------------------------------------------------------------------------
+
+def _finite_gradients(parameters) -> bool:
+    """One device sync for all gradients, not one per tensor."""
+    grads = [p.grad for p in parameters if p.grad is not None]
+    return not grads or bool(torch.isfinite(torch.stack(torch._foreach_norm(grads)).sum()))
+
 
 def _seed(seed: int, step: int, micro: int) -> int:
     return (seed * 1_000_003 + step * 1_009 + micro) % (2 ** 63)
