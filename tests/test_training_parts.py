@@ -102,3 +102,29 @@ def test_training_uses_strength_one_whatever_the_applier_would_use(tmp_path):
     k_half, _ = FastApplier(Applied(network, 0.5))(x)
     k_one, _ = FastApplier(Applied(network, 1.0))(x)
     assert torch.equal(k_half, k_one)
+
+
+@pytest.mark.parametrize("kind", ["ldm", "diffusers"])
+def test_gradient_checkpointing_gives_the_same_training(tmp_path, kind):
+    make_images(tmp_path / "data", 4, sizes=((64, 64),))
+    make_network(tmp_path / "start.pt")
+    for name, on in (("plain", False), ("checkpointed", True)):
+        train(tiny_adapter(kind), tmp_path / "start.pt", _settings(tmp_path, learn_rate="1e-3", gradient_checkpointing=on),
+              output_path=tmp_path / f"{name}.pt", log_dir=tmp_path / f"logs-{name}")
+    plain, checkpointed = weights_of(tmp_path / "plain.pt"), weights_of(tmp_path / "checkpointed.pt")
+    assert all(torch.allclose(plain[k], checkpointed[k], atol=1e-7) for k in plain)
+    assert any(not torch.equal(plain[k], weights_of(tmp_path / "start.pt")[k]) for k in plain)
+
+
+def test_tensorboard_missing_is_said_not_fatal(tmp_path):
+    import importlib.util
+    if importlib.util.find_spec("tensorboard"):
+        pytest.skip("tensorboard is installed here")
+    from hypernetwork_ext.training import Callbacks
+    make_images(tmp_path / "data", 2, sizes=((64, 64),))
+    make_network(tmp_path / "start.pt")
+    said = []
+    result = train(tiny_adapter(), tmp_path / "start.pt", _settings(tmp_path, learn_rate="1e-3", tensorboard=True,
+                                                                    max_steps=1),
+                   output_path=tmp_path / "o.pt", log_dir=tmp_path / "logs", callbacks=Callbacks(status=said.append))
+    assert result.steps_done == 1 and any("tensorboard package is not installed" in line for line in said)

@@ -47,5 +47,8 @@ class ModelAdapter(Protocol):
     def render_preview(self, request: PreviewRequest) -> Image.Image:
         """One image, sampled with the attached hypernetwork."""
 
+    def gradient_checkpointing(self) -> Callable[[], None]:
+        """Turn gradient checkpointing on for training; returns the undo."""
+
     def set_encoders_device(self, device: torch.device | str) -> None:
         """Move the text encoder and the image autoencoder (to free GPU memory while training)."""

@@ -122,6 +122,11 @@ class DiffusersAdapter:
             decoded = self.vae.decode(latents.to(next(self.vae.parameters()).dtype) / self.scaling).sample
             return to_image(decoded)
 
+    def gradient_checkpointing(self):
+        """Recompute blocks in the backward pass (less memory, more time); returns the undo."""
+        self.unet.enable_gradient_checkpointing()
+        return self.unet.disable_gradient_checkpointing
+
     def set_encoders_device(self, device):
         self.text_encoder.to(device)
         self.vae.to(device)

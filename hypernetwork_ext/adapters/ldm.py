@@ -7,6 +7,7 @@ import contextlib
 
 import torch
 import torch.nn.functional as F
+import torch.utils.checkpoint
 from PIL import Image
 
 from ..applier import FastApplier
@@ -42,6 +43,12 @@ def size_tolerant_unet():
         yield
     finally:
         openaimodel.th = torch
+
+
+def _checkpointed(function):
+    def run(*args):
+        return torch.utils.checkpoint.checkpoint(function, *args, use_reentrant=False)
+    return run
 
 
 class LdmAdapter:
@@ -101,6 +108,22 @@ class LdmAdapter:
                                   request.width // 8), request.steps, request.cfg_scale, request.seed,
                                   model.parameterization == "v", self.device, self.dtype)
             return to_image(model.decode_first_stage(latents))
+
+    def gradient_checkpointing(self):
+        """Recompute each transformer and residual block in the backward pass (less memory, more time).
+        torch's non-reentrant checkpoint is used because ldm's own one only passes gradients to the
+        block's own parameters, and the hypernetwork's are not among them."""
+        from ldm.modules.attention import BasicTransformerBlock
+        from ldm.modules.diffusionmodules.openaimodel import ResBlock
+
+        blocks = [m for m in self.model.model.diffusion_model.modules() if isinstance(m, (BasicTransformerBlock, ResBlock))]
+        for block in blocks:
+            block._forward = _checkpointed(block._forward)
+
+        def undo():
+            for block in blocks:
+                block.__dict__.pop("_forward", None)
+        return undo
 
     def set_encoders_device(self, device):
         self.model.cond_stage_model.to(device)

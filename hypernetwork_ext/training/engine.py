@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import torch
 from PIL import Image
 
@@ -154,6 +155,8 @@ def train(adapter, hypernetwork_path: str | Path, settings: TrainingSettings, *,
             callbacks.say(f"The saved optimizer state is for {saved_name}, not {optimizer_name}; starting fresh")
     autocast, scaler = _precision(settings.mixed_precision, device)
     undo_attach = adapter.attach(FastApplier(Applied(network, 1.0)))
+    undo_checkpointing = adapter.gradient_checkpointing() if settings.gradient_checkpointing else (lambda: None)
+    board = _tensorboard(log_dir, callbacks) if settings.tensorboard else None
     cuda_devices = [device.index or 0] if device.type == "cuda" else []
 
     def save_copy(step: int) -> Path:
@@ -179,6 +182,8 @@ def train(adapter, hypernetwork_path: str | Path, settings: TrainingSettings, *,
         image.save(buffer, format="PNG")
         files.atomic_write_bytes(path, buffer.getvalue())
         result.previews.append(path)
+        if board:
+            board.add_image("Preview", torch.from_numpy(np.asarray(image)).permute(2, 0, 1), step)
         if callbacks.preview:
             callbacks.preview(step, image, path)
 
@@ -252,6 +257,9 @@ def train(adapter, hypernetwork_path: str | Path, settings: TrainingSettings, *,
                 _append_csv(csv_path, point)
             if callbacks.loss:
                 callbacks.loss(point)
+            if board:
+                board.add_scalar("Loss/train", step_loss, step)
+                board.add_scalar("Learn rate/train", rate, step)
             if callbacks.progress:
                 callbacks.progress(step, settings.max_steps)
             cycle_end = settings.cosine.enabled and learn_rate.cycle_ends_at(step)
@@ -266,6 +274,7 @@ def train(adapter, hypernetwork_path: str | Path, settings: TrainingSettings, *,
     except BaseException as error:
         last = save_copy(step) if step > 0 else None
         where = f"; the last good weights are saved as {last}" if last else ""
+        undo_checkpointing()
         undo_attach()
         network.eval().requires_grad_(False)
         if isinstance(error, (TrainingError, KeyboardInterrupt)):
@@ -274,7 +283,10 @@ def train(adapter, hypernetwork_path: str | Path, settings: TrainingSettings, *,
     finally:
         if settings.unload_models_when_training:
             adapter.set_encoders_device(device)
+        if board:
+            board.close()
 
+    undo_checkpointing()
     undo_attach()
     network.eval().requires_grad_(False)
     network.sd_checkpoint, network.sd_checkpoint_name = model_info.shorthash, model_info.name
@@ -292,6 +304,16 @@ def train(adapter, hypernetwork_path: str | Path, settings: TrainingSettings, *,
 # --------------------------------------------------------------------------------------------
 # Helpers
 # --------------------------------------------------------------------------------------------
+
+def _tensorboard(log_dir: Path, callbacks: Callbacks):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        callbacks.say("TensorBoard logging is on but the tensorboard package is not installed; "
+                      "training continues without it (pip install tensorboard)")
+        return None
+    return SummaryWriter(str(log_dir / "tensorboard"))
+
 
 def _finite_gradients(parameters) -> bool:
     """One device sync for all gradients, not one per tensor."""
