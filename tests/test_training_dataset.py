@@ -162,3 +162,16 @@ def test_latent_sampling_modes(tmp_path):
     a = ds.materialize([0], step=0, micro=0).latents
     b = ds.materialize([0], step=1, micro=0).latents
     assert not torch.equal(a, b) and torch.equal(a, ds.materialize([0], step=0, micro=0).latents)
+
+
+def test_flip_uses_mirrored_latents_about_half_the_time(tmp_path):
+    folder = make_images(tmp_path / "d", 1, sizes=((64, 64),))
+    adapter = tiny_adapter()
+    examples, report = scan_folder(folder, width=64, height=64, no_crop=True, use_alpha=False)
+    encode_latents(examples, adapter.encode_images, flip=True, latent_sampling="deterministic", seed=0)
+    dataset = TrainingDataset(examples, report, batch_size=1, grad_accum=1, templates=["[filewords]"], name="n",
+                              seed=0, shuffle_tags=False, tag_dropout=0, flip=True, latent_sampling="deterministic")
+    example = examples[0]
+    assert not torch.equal(example.latent_mean, example.flipped_mean)
+    picks = [torch.equal(dataset.materialize([0], step, 0).latents[0], example.flipped_mean) for step in range(40)]
+    assert 10 < sum(picks) < 30

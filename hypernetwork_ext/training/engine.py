@@ -154,6 +154,8 @@ def train(adapter, hypernetwork_path: str | Path, settings: TrainingSettings, *,
         else:
             callbacks.say(f"The saved optimizer state is for {saved_name}, not {optimizer_name}; starting fresh")
     autocast, scaler = _precision(settings.mixed_precision, device)
+    if settings.mixed_precision in ("fp16", "bf16") and device.type != "cuda":
+        callbacks.say(f"Mixed precision ({settings.mixed_precision}) needs a CUDA GPU; training in float32")
     undo_attach = adapter.attach(FastApplier(Applied(network, 1.0)))
     undo_checkpointing = adapter.gradient_checkpointing() if settings.gradient_checkpointing else (lambda: None)
     board = _tensorboard(log_dir, callbacks) if settings.tensorboard else None
