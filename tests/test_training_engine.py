@@ -176,3 +176,11 @@ def test_training_learns(tmp_path):
     first, last = sum(losses[:fifth]) / fifth, sum(losses[-fifth:]) / fifth
     print(f"mean loss, first 20% of steps: {first:.5f}; last 20%: {last:.5f}")
     assert last < first
+
+
+def test_a_network_for_other_widths_is_a_clear_message(tmp_path):
+    make_images(tmp_path / "data", 2, sizes=((64, 64),))
+    from hypernetwork_ext import Hypernetwork, HypernetworkConfig, save
+    save(Hypernetwork.create(HypernetworkConfig(sizes=(2048, 640)), "xl", seed=1), tmp_path / "start.pt")
+    with pytest.raises(ConfigError, match=r"has no module for any attention width of this model \(its modules: 2048, 640\)"):
+        run(tmp_path, "xl")

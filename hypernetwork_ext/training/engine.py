@@ -20,7 +20,6 @@ import datetime
 import io
 import math
 import os
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -134,9 +133,10 @@ def train(adapter, hypernetwork_path: str | Path, settings: TrainingSettings, *,
     result = TrainingResult(network, output_path, log_dir, network.step, False, dataset_report=report)
     if resume_from is None and output_path.resolve() == Path(hypernetwork_path).resolve() and output_path.exists():
         keep = log_dir / "hypernetworks" / f"{name}-{network.step}-start{output_path.suffix}"
-        shutil.copyfile(output_path, keep)  # the starting point survives the final overwrite
-        if files.optimizer_sidecar_path(output_path).exists():
-            shutil.copyfile(files.optimizer_sidecar_path(output_path), files.optimizer_sidecar_path(keep))
+        files.atomic_write_bytes(keep, output_path.read_bytes())  # the starting point survives the final overwrite
+        sidecar = files.optimizer_sidecar_path(output_path)
+        if sidecar.exists():
+            files.atomic_write_bytes(files.optimizer_sidecar_path(keep), sidecar.read_bytes())
 
     # ---- model and optimizer --------------------------------------------------------------
     device = adapter.device
@@ -214,6 +214,9 @@ def train(adapter, hypernetwork_path: str | Path, settings: TrainingSettings, *,
                     torch.manual_seed(_seed(settings.seed, step, micro))
                     with autocast():
                         loss = adapter.loss(batch.latents, cond, batch.weights, settings.loss)
+                    if not loss.requires_grad:
+                        raise ConfigError("hypernetwork", f"{name} has no module for any attention width of this "
+                                                          f"model (its modules: {', '.join(map(str, network.sizes))})")
                     scaled = loss / len(micro_batches)
                     (scaler.scale(scaled) if scaler else scaled).backward()
                 step_loss += loss.item() / len(micro_batches)
@@ -279,6 +282,8 @@ def train(adapter, hypernetwork_path: str | Path, settings: TrainingSettings, *,
         undo_checkpointing()
         undo_attach()
         network.eval().requires_grad_(False)
+        if isinstance(error, ConfigError):
+            raise
         if isinstance(error, (TrainingError, KeyboardInterrupt)):
             raise TrainingError(f"{error}{where}") from error
         raise TrainingError(f"training failed at step {step + 1}: {type(error).__name__}: {error}{where}") from error

@@ -52,6 +52,11 @@ def build_optimizer(settings, parameters, learn_rate: float):
     cls = classes[name]
     accepted = inspect.signature(cls).parameters
     options = {key: value for key, value in adam.items() if key in accepted} if name in ("AdamW", "Adam") else {}
+    if "fused" in accepted:
+        try:  # one kernel for all parameters: several times faster than the per-tensor loop
+            return cls(parameters, lr=learn_rate, fused=True, **options), name
+        except (RuntimeError, TypeError, ValueError):
+            pass  # this device or dtype has no fused kernel
     try:
         return cls(parameters, lr=learn_rate, **options), name
     except (TypeError, ValueError) as error:
