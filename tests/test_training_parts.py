@@ -73,11 +73,29 @@ def test_optimizer_choice(tmp_path):
     assert name == "AdamW" and group["betas"] == (0.8, 0.95) and group["weight_decay"] == 0.1
     with pytest.raises(ConfigError, match="Unknown optimizer 'Adamm'"):
         build_optimizer(TrainingSettings(optimizer="Adamm"), params, 1e-3)
-    with pytest.raises(ConfigError, match="needs the package 'prodigyopt'"):
-        import importlib.util
-        if importlib.util.find_spec("prodigyopt"):
-            pytest.skip("prodigyopt is installed here")
-        build_optimizer(TrainingSettings(optimizer="Prodigy"), params, 1e-3)
+    import importlib.util
+    if importlib.util.find_spec("dadaptation") is None:
+        with pytest.raises(ConfigError, match="needs the package 'dadaptation'"):
+            build_optimizer(TrainingSettings(optimizer="DAdaptAdam"), params, 1e-3)
+
+
+def test_learning_rate_free_prodigy_trains_and_resumes(tmp_path):
+    pytest.importorskip("prodigyopt")
+    from hypernetwork_ext import files
+    make_images(tmp_path / "data", 4, sizes=((64, 64),))
+    make_network(tmp_path / "start.pt")
+    first = train(tiny_adapter(), tmp_path / "start.pt", _settings(tmp_path, optimizer="Prodigy", max_steps=2,
+                                                                   save_every=1),
+                  output_path=tmp_path / "p.pt", log_dir=tmp_path / "logs")
+    name, state = files.load_optimizer_state(tmp_path / "p.pt")
+    assert name == "Prodigy" and "d" in state["param_groups"][0]
+    assert any(not torch.equal(a, b) for a, b in zip(weights_of(tmp_path / "p.pt").values(),
+                                                      weights_of(tmp_path / "start.pt").values()))
+    full = weights_of(tmp_path / "p.pt")
+    train(tiny_adapter(), tmp_path / "start.pt", _settings(tmp_path, optimizer="Prodigy", max_steps=2),
+          resume_from=first.saved[0], output_path=tmp_path / "resumed.pt", log_dir=tmp_path / "logs2")
+    resumed = weights_of(tmp_path / "resumed.pt")
+    assert all(torch.equal(full[k], resumed[k]) for k in full)
 
 
 def test_a_different_saved_optimizer_starts_fresh_and_says_so(tmp_path):
