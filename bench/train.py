@@ -31,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from hypernetwork_ext import FastApplier, Hypernetwork, HypernetworkConfig, save  # noqa: E402
 from hypernetwork_ext.adapters.ldm import LdmAdapter  # noqa: E402
 from hypernetwork_ext.attention import HypernetworkAttention, install  # noqa: E402
+from hypernetwork_ext.models.tiny import SD15_UNET, build_latent_diffusion  # noqa: E402
 from hypernetwork_ext.stack import Applied  # noqa: E402
 from hypernetwork_ext.training import Callbacks, TrainingSettings, train  # noqa: E402
 
@@ -38,24 +39,7 @@ SIZES = (768, 320, 640, 1280)
 
 
 def sd15_latent_diffusion(device):
-    from ldm.models.diffusion.ddpm import LatentDiffusion
-
-    torch.manual_seed(0)
-    model = LatentDiffusion(
-        first_stage_config={"target": "ldm.models.autoencoder.AutoencoderKL", "params": {
-            "embed_dim": 4, "lossconfig": {"target": "torch.nn.Identity"},
-            "ddconfig": {"double_z": True, "z_channels": 4, "resolution": 256, "in_channels": 3, "out_ch": 3,
-                         "ch": 32, "ch_mult": [1, 1, 1, 1], "num_res_blocks": 1, "attn_resolutions": [],
-                         "dropout": 0.0}}},
-        cond_stage_config={"target": "hypernetwork_ext.models.tiny.TinyTextEncoder", "params": {"width": 768}},
-        unet_config={"target": "ldm.modules.diffusionmodules.openaimodel.UNetModel", "params": {
-            "image_size": 32, "in_channels": 4, "out_channels": 4, "model_channels": 320,
-            "attention_resolutions": [4, 2, 1], "num_res_blocks": 2, "channel_mult": [1, 2, 4, 4], "num_heads": 8,
-            "use_spatial_transformer": True, "transformer_depth": 1, "context_dim": 768, "use_checkpoint": False,
-            "legacy": False}},
-        linear_start=0.00085, linear_end=0.012, timesteps=1000, first_stage_key="jpg", cond_stage_key="txt",
-        image_size=32, channels=4, conditioning_key="crossattn", scale_factor=0.18215, use_ema=False, monitor=None)
-    return model.to(device).eval().requires_grad_(False)
+    return build_latent_diffusion(SD15_UNET, context_width=768, latent_size=32).to(device)
 
 
 def make_workspace(folder: Path) -> tuple[Path, Path]:

@@ -8,12 +8,12 @@ def sd15_unet(device="cpu", dtype=torch.float32, seed=0):
     get small random values here too, so every block contributes to the output."""
     from ldm.modules.diffusionmodules.openaimodel import UNetModel
 
+    from hypernetwork_ext.models.tiny import SD15_UNET
+
     generator = torch.Generator().manual_seed(seed)
     with torch.device("meta"):
-        unet = UNetModel(image_size=32, in_channels=4, out_channels=4, model_channels=320,
-                         attention_resolutions=[4, 2, 1], num_res_blocks=2, channel_mult=[1, 2, 4, 4],
-                         num_heads=8, use_spatial_transformer=True, transformer_depth=1, context_dim=768,
-                         use_checkpoint=False, legacy=False)
+        unet = UNetModel(image_size=32, in_channels=4, out_channels=4, use_spatial_transformer=True,
+                         transformer_depth=1, context_dim=768, use_checkpoint=False, legacy=False, **SD15_UNET)
     unet.to_empty(device="cpu")
     with torch.no_grad():
         for name, parameter in unet.named_parameters():

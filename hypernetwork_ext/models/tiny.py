@@ -1,8 +1,9 @@
-"""A small Stable-Diffusion-shaped model built in code from the ``ldm`` classes the WebUI uses.
+"""Stable-Diffusion-shaped models built in code from the ``ldm`` classes the WebUI uses (and from
+diffusers components), with random weights and no download.
 
-It is a demonstration and test model with random weights: same architecture family (UNet with
-spatial transformers, KL autoencoder with factor-8 latents, a text encoder giving (batch, 77, width)
-conditioning), a few million parameters, no download. Requires the ``ldm`` package.
+The tiny one is the test and demonstration model: same architecture family (UNet with spatial
+transformers, KL autoencoder with factor-8 latents, a text encoder giving (batch, 77, width)
+conditioning), about 1.5 million parameters. ``SD15_UNET`` gives benchmarks the real SD 1.5 UNet shape.
 """
 
 from __future__ import annotations
@@ -46,39 +47,50 @@ class TinyTextEncoder(nn.Module):
         return self(texts)
 
 
-def tiny_latent_diffusion(context_width: int = 48, seed: int = 0):
-    """A LatentDiffusion with attention widths 32 and 64 and text width ``context_width``."""
+TINY_UNET = {"model_channels": 32, "attention_resolutions": [1, 2], "num_res_blocks": 1, "channel_mult": [1, 2],
+             "num_heads": 2}
+SD15_UNET = {"model_channels": 320, "attention_resolutions": [4, 2, 1], "num_res_blocks": 2,
+             "channel_mult": [1, 2, 4, 4], "num_heads": 8}  # Stable Diffusion 1.5's UNet (860M parameters)
+
+
+def build_latent_diffusion(unet: dict, context_width: int, latent_size: int, seed: int = 0):
+    """A LatentDiffusion with the given UNet shape, a small KL autoencoder (factor 8) and the byte-level
+    text encoder; SD 1.x's noise schedule and latent scale."""
     from ldm.models.diffusion.ddpm import LatentDiffusion
 
     torch_state = torch.random.get_rng_state()
     torch.manual_seed(seed)  # ldm's constructors draw from the global generator; put it back after
     try:
-        model = LatentDiffusion(
+        return LatentDiffusion(
             first_stage_config={"target": "ldm.models.autoencoder.AutoencoderKL", "params": {
                 "embed_dim": 4, "lossconfig": {"target": "torch.nn.Identity"},
-                "ddconfig": {"double_z": True, "z_channels": 4, "resolution": 64, "in_channels": 3, "out_ch": 3,
-                             "ch": 32, "ch_mult": [1, 1, 1, 1], "num_res_blocks": 1, "attn_resolutions": [],
-                             "dropout": 0.0}}},
+                "ddconfig": {"double_z": True, "z_channels": 4, "resolution": latent_size * 8, "in_channels": 3,
+                             "out_ch": 3, "ch": 32, "ch_mult": [1, 1, 1, 1], "num_res_blocks": 1,
+                             "attn_resolutions": [], "dropout": 0.0}}},
             cond_stage_config={"target": "hypernetwork_ext.models.tiny.TinyTextEncoder",
                                "params": {"width": context_width, "seed": seed}},
             unet_config={"target": "ldm.modules.diffusionmodules.openaimodel.UNetModel", "params": {
-                "image_size": 8, "in_channels": 4, "out_channels": 4, "model_channels": 32,
-                "attention_resolutions": [1, 2], "num_res_blocks": 1, "channel_mult": [1, 2], "num_heads": 2,
-                "use_spatial_transformer": True, "transformer_depth": 1, "context_dim": context_width,
-                "use_checkpoint": False, "legacy": False}},
+                "image_size": latent_size, "in_channels": 4, "out_channels": 4, "use_spatial_transformer": True,
+                "transformer_depth": 1, "context_dim": context_width, "use_checkpoint": False, "legacy": False,
+                **unet}},
             linear_start=0.00085, linear_end=0.012, timesteps=1000, first_stage_key="jpg", cond_stage_key="txt",
-            image_size=8, channels=4, conditioning_key="crossattn", scale_factor=0.18215, use_ema=False,
+            image_size=latent_size, channels=4, conditioning_key="crossattn", scale_factor=0.18215, use_ema=False,
             monitor=None,
-        )
+        ).eval().requires_grad_(False)
     finally:
         torch.random.set_rng_state(torch_state)
+
+
+def tiny_latent_diffusion(context_width: int = 48, seed: int = 0):
+    """A LatentDiffusion with attention widths 32 and 64 and text width ``context_width``."""
+    model = build_latent_diffusion(TINY_UNET, context_width, latent_size=8, seed=seed)
     # ldm zero-initialises output layers; small random values make every block matter
     generator = torch.Generator().manual_seed(seed + 1)
     with torch.no_grad():
         for parameter in model.model.parameters():
             if parameter.ndim > 1 and not parameter.any():
                 parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.02)
-    return model.eval().requires_grad_(False)
+    return model
 
 
 TINY_ATTENTION_WIDTHS = (48, 32, 64)  # text width first, as in the WebUI's default list

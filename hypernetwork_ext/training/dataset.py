@@ -155,25 +155,25 @@ class MicroBatch:
     paths: list[str]
 
 
+@dataclass(eq=False)
 class TrainingDataset:
     """Images of a folder, bucketed by size, with latents encoded once."""
 
-    def __init__(self, examples: list[Example], report: DatasetReport, *, batch_size: int, grad_accum: int,
-                 templates: list[str], name: str, seed: int, shuffle_tags: bool, tag_dropout: float,
-                 flip: bool, latent_sampling: str, repeats: int = 1):
-        self.examples = examples
-        self.report = report
-        self.batch_size = batch_size
-        self.grad_accum = grad_accum
-        self.templates = templates
-        self.name = name
-        self.seed = seed
-        self.shuffle_tags = shuffle_tags
-        self.tag_dropout = tag_dropout
-        self.flip = flip
-        self.latent_sampling = latent_sampling
-        self.repeats = repeats
-        self.buckets = _buckets(examples, batch_size)
+    examples: list[Example]
+    report: DatasetReport
+    batch_size: int
+    grad_accum: int
+    templates: list[str]
+    name: str
+    seed: int
+    shuffle_tags: bool
+    tag_dropout: float
+    flip: bool
+    latent_sampling: str
+    repeats: int = 1
+
+    def __post_init__(self):
+        self.buckets = _buckets(self.examples, self.batch_size)
         self._epoch_cache: tuple[int, list[list[int]]] | None = None
 
     # -- accounting (B3) --------------------------------------------------------------------------
