@@ -1,4 +1,4 @@
-"""``python -m hypernetwork_ext``: create, inspect, convert and merge hypernetworks.
+"""``python -m hypernetwork_ext``: create, inspect, convert, merge; train and demo (see ``train_cli.py``).
 
 Every user error ends the program with exit status 2 and one line on stderr starting with ``error:``.
 """
@@ -154,6 +154,9 @@ def build_parser() -> argparse.ArgumentParser:
     merge_.add_argument("--overwrite", action="store_true", help="replace an existing file")
     merge_.add_argument("inputs", nargs="+", metavar="PATH:WEIGHT", help="e.g. a.pt:0.5 b.pt:0.5")
     merge_.set_defaults(run=_merge)
+
+    from .train_cli import add_commands
+    add_commands(commands)
     return parser
 
 

@@ -274,8 +274,6 @@ def train(adapter, hypernetwork_path: str | Path, settings: TrainingSettings, *,
             if (settings.preview_every and step % settings.preview_every == 0) or \
                     (cycle_end and settings.cosine.preview_at_cycle_end):
                 preview(step, caption)
-            callbacks.say(f"Step {step}/{settings.max_steps}, epoch {epoch + 1}, loss {step_loss:.5f}, "
-                          f"learning rate {rate:.3g}")
     except BaseException as error:
         last = save_copy(step) if step > 0 else None
         where = f"; the last good weights are saved as {last}" if last else ""

@@ -19,7 +19,7 @@ class StepSchedule:
     """``"5e-3:100, 1e-3:1000, 1e-5"``: 5e-3 until step 100, 1e-3 until 1000, then 1e-5 to the end.
 
     Unlike the WebUI's, a schedule that ends before max steps is refused instead of silently
-    ending training early, and steps must grow.
+    ending training early, and steps must grow. Entries beyond max steps are not reached.
     """
 
     segments: tuple[tuple[float, int], ...]  # (rate, until this many completed steps, exclusive)
@@ -56,11 +56,11 @@ class StepSchedule:
                 raise ConfigError(field, f"{label}: step {until} in entry {position} is not after step "
                                          f"{segments[-1][1]}; steps must grow from left to right")
             segments.append((rate, min(until, max_steps)))
+            if step_text.strip() in ("", "-1") and position < len(items):
+                raise ConfigError(field, f"{label}: entry {position} has no step, so it lasts to the end, but more "
+                                         f"entries follow; give it a step (rate:step) or remove the rest")
             if until >= max_steps:
-                if position < len(items):
-                    raise ConfigError(field, f"{label}: entry {position} already reaches max steps ({max_steps}); "
-                                             f"remove the entries after it or raise max steps")
-                break
+                break  # entries for steps beyond max steps are not reached (as in the WebUI)
         if segments[-1][1] < max_steps:
             raise ConfigError(field, f"{label}: the schedule ends at step {segments[-1][1]} but max steps is "
                                      f"{max_steps}; end it with a bare rate (e.g. '{text.strip()}, 1e-5') or lower max steps")

@@ -1,0 +1,273 @@
+"""``python -m hypernetwork_ext train`` and ``demo``: the training engine on the command line.
+
+Every training option is a flag, generated from ``TrainingSettings`` itself so the two never drift;
+``--settings`` reads the same JSON file Train_Gamma saves, and flags given on the command line win.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw
+
+from .config import HypernetworkConfig
+from .errors import ConfigError
+from .training import Callbacks, TrainingSettings, train
+from .training.settings import CosineSettings, PreviewSettings
+
+# the interface's short names for some settings; every other setting is --its-name-with-dashes
+ALIASES = {"data_dir": "data", "max_steps": "steps", "learn_rate": "lr"}
+NESTED = {"preview": PreviewSettings, "cosine": CosineSettings}
+DEMO_NOTICE = ("This is a DEMONSTRATION model: a tiny Stable-Diffusion-shaped network with random weights, built "
+               "in code. Its previews are abstract; train on your own checkpoint (--model) for real images.")
+
+
+def flag_for(dest: str) -> str:
+    """The command-line flag of a setting: ``max_steps`` -> ``--steps``, ``preview.seed`` -> ``--preview-seed``."""
+    if dest == "cosine.enabled":
+        return "--cosine"
+    return "--" + ALIASES.get(dest, dest).replace("_", "-").replace(".", "-")
+
+
+def _add_field(parser, dest: str, flag: str, default, help_text: str) -> None:
+    if isinstance(default, bool):
+        parser.add_argument(flag, dest=dest, action=argparse.BooleanOptionalAction, default=None, help=help_text)
+    else:
+        parser.add_argument(flag, dest=dest, default=None, metavar=type(default).__name__.upper(),
+                            help=f"{help_text} (default {default!r})")
+
+
+def add_settings_flags(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("training settings (default: from --settings, else the built-in default)")
+    for field in dataclasses.fields(TrainingSettings):
+        if field.name in NESTED:
+            for inner in dataclasses.fields(NESTED[field.name]):
+                dest = f"{field.name}.{inner.name}"
+                _add_field(group, dest, flag_for(dest), inner.default, f"{field.name} {inner.name.replace('_', ' ')}")
+        else:
+            default = field.default if field.default is not dataclasses.MISSING else field.default_factory()
+            _add_field(group, field.name, flag_for(field.name), default, field.name.replace("_", " "))
+
+
+def settings_from_args(args: argparse.Namespace, base: TrainingSettings) -> TrainingSettings:
+    """``base`` with every flag the user gave applied; validated like any settings."""
+    data = dataclasses.asdict(base)
+    for key, value in vars(args).items():
+        if value is None:
+            continue
+        outer, _, inner = key.partition(".")
+        if inner and outer in NESTED:
+            data[outer][inner] = _convert(value, getattr(NESTED[outer](), inner), key)
+        elif outer in data and not inner:
+            data[outer] = _convert(value, getattr(TrainingSettings(), outer), outer)
+    return TrainingSettings.from_dict(data)
+
+
+def _convert(value, default, name):
+    if isinstance(default, bool) or not isinstance(value, str):
+        return value
+    if isinstance(default, (int, float)):
+        try:
+            number = float(value)
+        except ValueError:
+            raise ConfigError(name, f"{flag_for(name)}: {value!r} is not a number") from None
+        return int(number) if isinstance(default, int) and number == int(number) else number
+    return value
+
+
+def load_adapter(model: str, device: str):
+    """``tiny`` (the built-in demonstration model), a diffusers folder, or a checkpoint file."""
+    device = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
+                          ("cpu" if device == "auto" else device))
+    if model == "tiny":
+        from .adapters.ldm import LdmAdapter
+        from .models.tiny import tiny_latent_diffusion
+        return LdmAdapter(tiny_latent_diffusion().to(device)), True
+    path = Path(model)
+    if path.is_dir():
+        from .adapters.diffusers import DiffusersAdapter
+        return DiffusersAdapter(**_diffusers_components(path, device)), False
+    if path.is_file() and path.suffix.lower() in (".safetensors", ".ckpt"):
+        from .adapters.diffusers import DiffusersAdapter
+        return DiffusersAdapter(**_single_file_components(path, device)), False
+    raise ConfigError("model", f"--model {model!r}: give 'tiny', a diffusers model folder, or a .safetensors/.ckpt "
+                               f"checkpoint that exists")
+
+
+def _tokenizer(tokenizer):
+    def tokenize(captions):
+        return tokenizer(captions, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
+                         return_tensors="pt").input_ids
+    return tokenize
+
+
+def _diffusers_components(folder: Path, device) -> dict:
+    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    try:
+        parts = {
+            "unet": UNet2DConditionModel.from_pretrained(folder, subfolder="unet", local_files_only=True),
+            "vae": AutoencoderKL.from_pretrained(folder, subfolder="vae", local_files_only=True),
+            "text_encoder": CLIPTextModel.from_pretrained(folder, subfolder="text_encoder", local_files_only=True),
+            "tokenize": _tokenizer(CLIPTokenizer.from_pretrained(folder, subfolder="tokenizer", local_files_only=True)),
+            "noise_scheduler": DDPMScheduler.from_pretrained(folder, subfolder="scheduler", local_files_only=True),
+        }
+    except (OSError, ValueError, EnvironmentError) as error:
+        raise ConfigError("model", f"{folder} is not a complete diffusers model folder ({error})") from None
+    return _prepared(parts, device)
+
+
+def _single_file_components(path: Path, device) -> dict:
+    from diffusers import DDPMScheduler, StableDiffusionPipeline
+
+    try:
+        pipe = StableDiffusionPipeline.from_single_file(str(path), local_files_only=True)
+    except Exception as error:  # noqa: BLE001 - diffusers raises many kinds here; the user needs one sentence
+        raise ConfigError("model", f"{path} could not be loaded as a Stable Diffusion 1.x/2.x checkpoint "
+                                   f"({type(error).__name__}: {str(error).splitlines()[0][:200]})") from None
+    parts = {"unet": pipe.unet, "vae": pipe.vae, "text_encoder": pipe.text_encoder,
+             "tokenize": _tokenizer(pipe.tokenizer),
+             "noise_scheduler": DDPMScheduler.from_config(pipe.scheduler.config)}
+    return _prepared(parts, device)
+
+
+def _prepared(parts: dict, device) -> dict:
+    for name in ("unet", "vae", "text_encoder"):
+        parts[name] = parts[name].to(device).eval().requires_grad_(False)
+    return parts
+
+
+def run_training(args) -> None:
+    base = TrainingSettings.load(args.settings) if args.settings else TrainingSettings()
+    settings = settings_from_args(args.settings_flags, base)
+    if not Path(args.hypernetwork).is_file():
+        raise ConfigError("hypernetwork", f"--hypernetwork {args.hypernetwork!r} does not exist; create one with "
+                                          f"`python -m hypernetwork_ext create NAME --out PATH`")
+    adapter, demonstration = load_adapter(args.model, args.device)
+    if demonstration:
+        print(DEMO_NOTICE)
+    result, chart = _train_with_progress(adapter, args.hypernetwork, settings, resume=args.resume, out=args.out)
+    _print_result(result, chart)
+
+
+def _train_with_progress(adapter, hypernetwork, settings, resume=None, out=None, log_dir=None):
+    from tqdm import tqdm
+
+    bar = tqdm(total=settings.max_steps, unit="step", dynamic_ncols=True, file=sys.stdout)
+    last_loss = []
+
+    def progress(step, total):
+        bar.n = step
+        bar.set_postfix(loss=f"{last_loss[-1]:.4f}" if last_loss else "-")
+        bar.refresh()
+
+    callbacks = Callbacks(status=bar.write, progress=progress, loss=lambda point: last_loss.append(point.loss))
+    try:
+        result = train(adapter, hypernetwork, settings, output_path=out, resume_from=resume, callbacks=callbacks,
+                       log_dir=log_dir)
+    finally:
+        bar.close()
+    from .training.chart import save_chart
+    chart = save_chart(result.losses, result.log_dir / "loss_chart.png",
+                       f"{Path(result.output_path).stem}: loss and learning rate")
+    return result, chart
+
+
+def _print_result(result, chart: Path) -> None:
+    print(f"hypernetwork:  {result.output_path} (step {result.steps_done})")
+    print(f"log folder:    {result.log_dir}")
+    print(f"loss CSV:      {result.log_dir / 'hypernetwork_loss.csv'}")
+    print(f"chart:         {chart}")
+    if result.previews:
+        print(f"previews:      {', '.join(str(p) for p in result.previews)}")
+    if result.saved:
+        print(f"saved copies:  {', '.join(str(p) for p in result.saved)}")
+
+
+# --------------------------------------------------------------------------------------------
+# demo
+# --------------------------------------------------------------------------------------------
+
+def make_sample_dataset(folder: Path, count: int = 12) -> Path:
+    """Small captioned pictures of coloured shapes in three aspect ratios, drawn in code."""
+    folder.mkdir(parents=True, exist_ok=True)
+    colours = {"red": (220, 50, 50), "blue": (40, 80, 220), "green": (40, 170, 70), "yellow": (235, 200, 40)}
+    backgrounds = {"white": (245, 245, 240), "black": (20, 20, 25), "grey": (128, 128, 128)}
+    sizes = [(96, 96), (128, 96), (96, 128)]
+    rng = np.random.default_rng(0)
+    for index in range(count):
+        width, height = sizes[index % 3]
+        colour = list(colours)[index % 4]
+        background = list(backgrounds)[(index // 4) % 3]
+        shape = ("circle", "square", "triangle")[index % 3]
+        image = Image.new("RGB", (width, height), backgrounds[background])
+        draw = ImageDraw.Draw(image)
+        cx, cy, r = width // 2 + int(rng.integers(-10, 10)), height // 2 + int(rng.integers(-10, 10)), min(width, height) // 3
+        if shape == "circle":
+            draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=colours[colour])
+        elif shape == "square":
+            draw.rectangle([cx - r, cy - r, cx + r, cy + r], fill=colours[colour])
+        else:
+            draw.polygon([(cx, cy - r), (cx - r, cy + r), (cx + r, cy + r)], fill=colours[colour])
+        image.save(folder / f"{index:02d}-{colour}-{shape}.png")
+        (folder / f"{index:02d}-{colour}-{shape}.txt").write_text(
+            f"{colour} {shape}, {background} background, flat colours", encoding="utf-8")
+    return folder
+
+
+def run_demo(args) -> None:
+    from . import files
+    from .models.tiny import TINY_ATTENTION_WIDTHS
+    from .network import Hypernetwork
+
+    out = Path(args.out)
+    print(DEMO_NOTICE)
+    data = make_sample_dataset(out / "dataset")
+    network_path = out / "demo.pt"
+    config = HypernetworkConfig(sizes=TINY_ATTENTION_WIDTHS, layer_structure=(1, 2, 1), activation="swish",
+                                dropout_structure=(0, 0.1, 0))
+    files.save(Hypernetwork.create(config, "demo", seed=1, optional_info="demonstration"), network_path)
+    print(f"created {network_path} ({config.parameter_count():,} parameters) and a sample dataset in {data}")
+    settings = TrainingSettings(data_dir=str(data), log_dir=str(out / "logs"), width=64, height=64,
+                                learn_rate="2e-3:100, 5e-4", max_steps=args.steps, batch_size=2, grad_accum=1,
+                                save_every=max(1, args.steps // 3), preview_every=max(1, args.steps // 3),
+                                shuffle_tags=True, preview=PreviewSettings(prompt="red circle, white background",
+                                                                          steps=20, seed=7, width=64, height=64))
+    adapter, _ = load_adapter("tiny", args.device)
+    result, chart = _train_with_progress(adapter, network_path, settings, log_dir=out / "logs" / "demo")
+    _print_result(result, chart)
+    print("Next: inspect it with `python -m hypernetwork_ext inspect " + str(network_path) + "`")
+
+
+def add_commands(commands) -> None:
+    train_parser = commands.add_parser("train", help="train a hypernetwork (the same engine as Train_Gamma)")
+    train_parser.add_argument("--hypernetwork", required=True, help="the .pt or .safetensors file to train")
+    train_parser.add_argument("--model", default="tiny",
+                              help="tiny (built-in demonstration model), a diffusers folder, or a .safetensors/.ckpt checkpoint")
+    train_parser.add_argument("--resume", default=None, metavar="SAVED_COPY", help="continue from a saved copy in the log folder")
+    train_parser.add_argument("--settings", default=None, metavar="JSON", help="training settings saved by Train_Gamma or a previous run")
+    train_parser.add_argument("--out", default=None, help="where to write the result (default: back to --hypernetwork)")
+    train_parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    add_settings_flags(train_parser)
+    train_parser.set_defaults(run=_split_and_run)
+
+    demo = commands.add_parser("demo", help="create, train and preview on the built-in demonstration model")
+    demo.add_argument("--out", default="hypernetwork_demo", help="folder for everything the demo writes")
+    demo.add_argument("--steps", type=int, default=150, help="training steps (default 150)")
+    demo.add_argument("--device", default="auto")
+    demo.set_defaults(run=run_demo)
+
+
+def _split_and_run(args) -> None:
+    setting_keys = {f.name for f in dataclasses.fields(TrainingSettings)} | {
+        f"{outer}.{inner.name}" for outer, cls in NESTED.items() for inner in dataclasses.fields(cls)}
+    own = {key: value for key, value in vars(args).items() if key not in setting_keys}
+    args = argparse.Namespace(**own, settings_flags=argparse.Namespace(
+        **{key: value for key, value in vars(args).items() if key in setting_keys}))
+    run_training(args)
