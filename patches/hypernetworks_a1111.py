@@ -1,0 +1,189 @@
+"""A1111 (1.6-1.10) and reForge's hypernetwork listing, loading and application, served by our library.
+
+Replaces, in ``modules.hypernetworks.hypernetwork``: ``list_hypernetworks`` (also ``.safetensors`` and
+set files), ``load_hypernetwork`` / ``load_hypernetworks`` (safe loading, beta and residual files,
+sets, a cache by path and modification time, a clear console message and no half-loaded network
+on a bad file), ``apply_single_hypernetwork`` and ``apply_hypernetworks`` (the fast applier).
+Every attention optimisation of the WebUI calls ``apply_hypernetworks`` through the module, so
+one replacement reaches all of them.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import sys
+from pathlib import Path
+
+import torch
+
+from hypernetwork_ext import FastApplier, HypernetworkError, files
+from hypernetwork_ext.stack import Applied, Sequence, build_set, read_set_file
+
+SET_SUFFIXES = (".hnset.json", ".hns")
+NETWORK_SUFFIXES = (".pt", ".safetensors")
+
+
+def stem(path: str) -> str:
+    name = os.path.basename(path)
+    for suffix in SET_SUFFIXES + NETWORK_SUFFIXES:
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return os.path.splitext(name)[0]
+
+
+class LoadedHypernetwork:
+    """What the WebUI keeps in ``shared.loaded_hypernetworks``: a network or a set, with a multiplier."""
+
+    def __init__(self, name: str, filename: str, network=None, set_spec=None, resolve=None):
+        self.name, self.filename = name, filename
+        self.network, self.set_spec, self._resolve = network, set_spec, resolve
+        self.multiplier = 1.0
+
+    def set_multiplier(self, multiplier):
+        self.multiplier = float(multiplier)
+        return self
+
+    def shorthash(self):
+        return files.shorthash(self.filename)
+
+    def transform(self):
+        if self.network is not None:
+            return Applied(self.network, self.multiplier)
+        return build_set(self.set_spec, self._resolve, strength=self.multiplier)
+
+
+class WebUIHypernetworks:
+    """The replacement functions, sharing one cache and one fast applier."""
+
+    def __init__(self, shared, devices, log=None):
+        self.shared, self.devices = shared, devices
+        self.log = log or (lambda text: print(text, file=sys.stderr))
+        self._cache: dict[str, tuple[float, object]] = {}  # path -> (mtime, network or set spec)
+        self.applier = FastApplier()
+        self._stack_key = None
+
+    # -- listing and loading ------------------------------------------------------------------
+
+    def list_hypernetworks(self, path):
+        found = {}
+        patterns = [f"**/*{suffix}" for suffix in NETWORK_SUFFIXES + SET_SUFFIXES]
+        paths = sorted({p for pattern in patterns for p in glob.glob(os.path.join(path, pattern), recursive=True)},
+                       key=str.lower)
+        for filename in paths:
+            if filename.endswith(files.OPTIM_SUFFIX):
+                continue
+            name = stem(filename)
+            if name != "None":
+                found[name] = filename
+        return found
+
+    def _load_path(self, path: str):
+        mtime = os.path.getmtime(path)
+        cached = self._cache.get(path)
+        if cached is not None and cached[0] == mtime:
+            return cached[1]
+        if path.lower().endswith(SET_SUFFIXES):
+            loaded = read_set_file(path)
+        else:
+            loaded = files.load(path).to(self.devices.device)
+        self._cache[path] = (mtime, loaded)
+        return loaded
+
+    def _resolve(self, name: str):
+        path = self.shared.hypernetworks.get(name)
+        if path is None:
+            raise HypernetworkError(f"the set names {name!r}, which is not in the hypernetworks folder")
+        loaded = self._load_path(path)
+        if isinstance(loaded, dict):
+            raise HypernetworkError(f"{name!r} is a set; sets cannot contain sets by name")
+        return loaded
+
+    def load_hypernetwork(self, name):
+        path = self.shared.hypernetworks.get(name)
+        if path is None:
+            return None
+        try:
+            loaded = self._load_path(path)
+            if isinstance(loaded, dict):
+                for member in _member_names(loaded):
+                    self._resolve(member)  # fail now, with the name, rather than during sampling
+                return LoadedHypernetwork(name, path, set_spec=loaded, resolve=self._resolve)
+            return LoadedHypernetwork(name, path, network=loaded)
+        except (HypernetworkError, OSError) as error:
+            self.log(f"[hypernetwork-ext] cannot load hypernetwork {name!r}: {error}")
+            return None
+
+    def load_hypernetworks(self, names, multipliers=None):
+        loaded = []
+        for index, name in enumerate(names):
+            hypernetwork = self.load_hypernetwork(name)
+            if hypernetwork is None:
+                continue
+            hypernetwork.set_multiplier(multipliers[index] if multipliers else 1.0)
+            loaded.append(hypernetwork)
+        self.shared.loaded_hypernetworks.clear()
+        self.shared.loaded_hypernetworks.extend(loaded)
+
+    # -- application ----------------------------------------------------------------------------
+
+    def _applier_for(self, hypernetworks):
+        # keyed by the cached network objects, so folding happens once per network and strength,
+        # not once per generation (the WebUI makes new list entries for every generation)
+        key = tuple((id(h.network if h.network is not None else h.set_spec), h.multiplier) for h in hypernetworks)
+        if key != self._stack_key:
+            transform = Sequence(tuple(_transform_of(h) for h in hypernetworks)) if hypernetworks else None
+            self.applier.set_transform(transform)
+            self._stack_key = key
+        return self.applier
+
+    def apply_hypernetworks(self, hypernetworks, context, layer=None):
+        hypernetworks = [h for h in hypernetworks if _is_ours(h, self.log)]
+        if not hypernetworks:
+            return context, context
+        return _in_float32(self._applier_for(hypernetworks), context, context)
+
+    def apply_single_hypernetwork(self, hypernetwork, context_k, context_v, layer=None):
+        if not _is_ours(hypernetwork, self.log):
+            return context_k, context_v
+        return _in_float32(FastApplier(_transform_of(hypernetwork)), context_k, context_v)
+
+
+def _is_ours(hypernetwork, log) -> bool:
+    if isinstance(hypernetwork, LoadedHypernetwork):
+        return True
+    log(f"[hypernetwork-ext] ignoring {type(hypernetwork).__name__} in loaded_hypernetworks: it was not loaded "
+        f"through this extension")
+    return False
+
+
+def _transform_of(hypernetwork: LoadedHypernetwork):
+    return hypernetwork.transform()
+
+
+def _in_float32(applier, context_k, context_v):
+    """Hypernetwork weights are float32 (as in the WebUI); half-precision contexts go through in float32."""
+    dtype = context_k.dtype
+    if dtype == torch.float32:
+        return applier(context_k, context_v)
+    k, v = applier(context_k.float(), context_v.float() if context_v is not context_k else None)
+    return k.to(dtype), v.to(dtype)
+
+
+def _member_names(spec):
+    if "network" in spec:
+        yield spec["network"]
+    for item in spec.get("sequence", []) + spec.get("mix", []):
+        yield from _member_names(item)
+
+
+def install(registry, hypernetwork_module, shared, devices) -> WebUIHypernetworks:
+    """Put the replacements in place through ``registry``; returns the object that serves them."""
+    served = WebUIHypernetworks(shared, devices, log=registry.log)
+    for attribute in ("list_hypernetworks", "load_hypernetwork", "load_hypernetworks",
+                      "apply_single_hypernetwork", "apply_hypernetworks"):
+        registry.replace(hypernetwork_module, attribute, getattr(served, attribute),
+                         "hypernetworks are listed, loaded and applied by the extension")
+    if hasattr(shared, "reload_hypernetworks"):
+        shared.reload_hypernetworks()
+    return served

@@ -1,0 +1,56 @@
+"""The record of every replacement this extension makes in the WebUI, with its undo.
+
+Each replacement goes through the WebUI's ``modules.patches`` when it exists (A1111 1.8+), else
+through an equivalent record kept here. Applying twice (a UI reload) replaces nothing twice, a
+missing target is reported on the console instead of breaking startup, and ``undo_all`` puts every
+original back.
+"""
+
+from __future__ import annotations
+
+import sys
+
+KEY = "hypernetwork_ext"
+
+
+def _webui_patches():
+    try:
+        from modules import patches
+        return patches
+    except ImportError:
+        return None
+
+
+class PatchRegistry:
+    def __init__(self, log=None):
+        self.log = log or (lambda text: print(text, file=sys.stderr))
+        self.applied: list[tuple[object, str, object]] = []  # (owner, attribute, original)
+
+    def replace(self, owner, attribute: str, replacement, reason: str):
+        """Replace ``owner.attribute``; returns the original, or None when the target is missing."""
+        if owner is None or not hasattr(owner, attribute):
+            self.log(f"[hypernetwork-ext] {getattr(owner, '__name__', owner)}.{attribute} not found in this "
+                     f"WebUI; skipped: {reason}")
+            return None
+        for applied_owner, applied_attribute, original in self.applied:
+            if applied_owner is owner and applied_attribute == attribute:
+                return original  # already in place (UI reload)
+        webui = _webui_patches()
+        if webui is not None:
+            if webui.original(KEY, owner, attribute) is not None:
+                webui.undo(KEY, owner, attribute)  # left over from an earlier load of this extension
+            original = webui.patch(KEY, owner, attribute, replacement)
+        else:
+            original = getattr(owner, attribute)
+            setattr(owner, attribute, replacement)
+        self.applied.append((owner, attribute, original))
+        return original
+
+    def undo_all(self) -> None:
+        webui = _webui_patches()
+        for owner, attribute, original in reversed(self.applied):
+            if webui is not None and webui.original(KEY, owner, attribute) is not None:
+                webui.undo(KEY, owner, attribute)
+            else:
+                setattr(owner, attribute, original)
+        self.applied.clear()

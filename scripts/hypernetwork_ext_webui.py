@@ -1,0 +1,47 @@
+"""The WebUI's entry into this extension: it installs the patches (undone when scripts unload).
+
+The WebUI imports this file by path at startup. Everything it does is in ``patches/`` (imported under
+a unique package name) and the library ``hypernetwork_ext``; this file only wires them up.
+"""
+
+import importlib.util
+import sys
+from pathlib import Path
+
+from modules import script_callbacks, scripts, shared
+
+EXTENSION_ROOT = Path(scripts.basedir())  # basedir() is the extension folder only while this file imports
+if str(EXTENSION_ROOT) not in sys.path:
+    sys.path.insert(0, str(EXTENSION_ROOT))  # `import hypernetwork_ext` must keep working after startup
+
+
+def _patches_package():
+    name = "hypernetwork_ext_patches"
+    if name in sys.modules:
+        return sys.modules[name]
+    folder = EXTENSION_ROOT / "patches"
+    spec = importlib.util.spec_from_file_location(name, folder / "__init__.py", submodule_search_locations=[str(folder)])
+    package = importlib.util.module_from_spec(spec)
+    sys.modules[name] = package
+    spec.loader.exec_module(package)
+    return package
+
+
+def _install(registry):
+    if getattr(shared.cmd_opts, "hypernetwork_ext_no_patches", False):
+        print("[hypernetwork-ext] --hypernetwork-ext-no-patches: the WebUI is left unchanged")
+        return
+    try:
+        from modules import devices
+        from modules.hypernetworks import hypernetwork
+    except ImportError as error:
+        print(f"[hypernetwork-ext] this WebUI has no hypernetwork module ({error}); nothing to patch")
+        return
+    importlib.import_module("hypernetwork_ext_patches.hypernetworks_a1111").install(registry, hypernetwork, shared,
+                                                                                 devices)
+
+
+_patches_package()
+registry = importlib.import_module("hypernetwork_ext_patches.registry").PatchRegistry()
+_install(registry)
+script_callbacks.on_script_unloaded(registry.undo_all)

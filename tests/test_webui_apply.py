@@ -1,0 +1,150 @@
+"""The extension inside the WebUI stand-in: patches in place and undone, listing, loading, applying."""
+
+import pytest
+import torch
+
+from hypernetwork_ext import Hypernetwork, HypernetworkConfig, files
+from hypernetwork_ext.stack import write_set_file
+
+import webui
+
+
+@pytest.fixture
+def webui_env(tmp_path):
+    folder = tmp_path / "hypernetworks"
+    folder.mkdir()
+    modules = webui.reset(folder)
+    originals = {name: getattr(modules["hypernetwork"], name) for name in
+                 ("list_hypernetworks", "load_hypernetwork", "load_hypernetworks", "apply_hypernetworks",
+                  "apply_single_hypernetwork")}
+    yield modules, folder, originals
+    webui.unload_extension()
+    for name, function in originals.items():  # a failed test must not leave patches behind
+        setattr(modules["hypernetwork"], name, function)
+
+
+def _network(folder, name, seed=1, **config):
+    config.setdefault("init_std", 0.1)
+    network = Hypernetwork.create(HypernetworkConfig(sizes=(32, 48), **config), name, seed=seed)
+    return files.save(network, folder / f"{name}.pt")
+
+
+def test_loading_installs_patches_and_unloading_undoes_them(webui_env):
+    modules, folder, originals = webui_env
+    webui.load_extension()
+    hypernetwork = modules["hypernetwork"]
+    for name, function in originals.items():
+        assert getattr(hypernetwork, name) is not function
+    assert len(modules["patches"].originals["hypernetwork_ext"]) == 5  # all through the WebUI's registry
+    webui.unload_extension()
+    for name, function in originals.items():
+        assert getattr(hypernetwork, name) is function
+    assert not modules["patches"].originals["hypernetwork_ext"]
+
+
+def test_ui_reload_is_idempotent(webui_env):
+    modules, folder, originals = webui_env
+    webui.load_extension()
+    webui.unload_extension()
+    webui.load_extension()  # Reload UI: unloaded, then imported again
+    webui.load_extension()  # and a second import without unloading must not stack patches
+    webui.unload_extension()
+    webui.unload_extension()
+    assert all(getattr(modules["hypernetwork"], name) is function for name, function in originals.items())
+
+
+def test_flag_disables_all_patching(webui_env, capsys):
+    modules, folder, originals = webui_env
+    modules["shared"].cmd_opts.hypernetwork_ext_no_patches = True
+    webui.load_extension()
+    assert all(getattr(modules["hypernetwork"], name) is function for name, function in originals.items())
+    assert "left unchanged" in capsys.readouterr().out
+
+
+def test_listing_includes_safetensors_and_sets(webui_env):
+    modules, folder, _ = webui_env
+    _network(folder, "a")
+    files.convert(folder / "a.pt", folder / "b.safetensors")
+    (folder / "sub").mkdir()
+    _network(folder / "sub", "d")
+    files.save_optimizer_state(folder / "a.pt", "AdamW", {"state": {}, "param_groups": []})
+    write_set_file(folder / "combo.hnset.json", {"mix": [{"network": "a", "weight": 1}, {"network": "d", "weight": 1}]})
+    webui.load_extension()
+    assert sorted(modules["shared"].hypernetworks) == ["a", "b", "combo", "d"]
+
+
+def test_strength_half_changes_attention_exactly_as_the_formula_predicts(webui_env):
+    from ldm.modules.attention import CrossAttention
+    modules, folder, originals = webui_env
+    _network(folder, "style", activation="relu")
+    torch.manual_seed(0)
+    attn = CrossAttention(query_dim=32, context_dim=48, heads=2, dim_head=16).eval()
+    x, context = torch.randn(2, 10, 32), torch.randn(2, 7, 48)
+    forward = modules["attention"].scaled_dot_product_attention_forward
+
+    # the plain WebUI: its own loading and formula (the stand-in's originals)
+    modules["shared"].hypernetworks.update(originals["list_hypernetworks"](str(folder)))
+    originals["load_hypernetworks"](["style"], [0.5])
+    with torch.no_grad():
+        plain_webui = forward(attn, x, context)
+        network = files.load(folder / "style.pt")
+        pair = network.pair_for(48)
+        k_in = context + 0.5 * pair.k.linear(context)
+        v_in = context + 0.5 * pair.v.linear(context)
+
+    webui.load_extension()
+    modules["hypernetwork"].load_hypernetworks(["style"], [0.5])
+    with torch.no_grad():
+        ours = forward(attn, x, context)
+        k_ours, v_ours = modules["hypernetwork"].apply_hypernetworks(modules["shared"].loaded_hypernetworks, context)
+    assert torch.allclose(k_ours, k_in, atol=1e-6) and torch.allclose(v_ours, v_in, atol=1e-6)
+    assert torch.allclose(ours, plain_webui, atol=1e-6)
+    modules["hypernetwork"].load_hypernetworks(["style"], [1.0])
+    with torch.no_grad():
+        assert not torch.allclose(forward(attn, x, context), ours, atol=1e-5)
+
+
+def test_sets_apply_as_a_weighted_mix(webui_env):
+    modules, folder, _ = webui_env
+    _network(folder, "a", seed=1, activation="tanh")
+    _network(folder, "b", seed=2)
+    write_set_file(folder / "mix.hnset.json", {"mix": [{"network": "a", "weight": 3}, {"network": "b", "weight": 1}]})
+    webui.load_extension()
+    hypernetwork = modules["hypernetwork"]
+    context = torch.randn(1, 5, 32)
+    with torch.no_grad():
+        hypernetwork.load_hypernetworks(["a"])
+        ka, _ = hypernetwork.apply_hypernetworks(modules["shared"].loaded_hypernetworks, context)
+        hypernetwork.load_hypernetworks(["b"])
+        kb, _ = hypernetwork.apply_hypernetworks(modules["shared"].loaded_hypernetworks, context)
+        hypernetwork.load_hypernetworks(["mix"], [0.5])
+        k, _ = hypernetwork.apply_hypernetworks(modules["shared"].loaded_hypernetworks, context)
+    assert torch.allclose(k, context + 0.5 * ((0.75 * ka + 0.25 * kb) - context), atol=1e-6)
+
+
+def test_a_bad_file_is_reported_and_skipped(webui_env, capsys):
+    modules, folder, _ = webui_env
+    _network(folder, "good")
+    (folder / "broken.pt").write_bytes(b"not a hypernetwork")
+    write_set_file(folder / "dangling.hnset.json", {"sequence": ["good", "missing"]})
+    webui.load_extension()
+    hypernetwork = modules["hypernetwork"]
+    hypernetwork.load_hypernetworks(["broken", "good", "dangling"], [1.0, 0.8, 1.0])
+    loaded = modules["shared"].loaded_hypernetworks
+    assert [h.name for h in loaded] == ["good"] and loaded[0].multiplier == 0.8
+    err = capsys.readouterr().err
+    assert "cannot load hypernetwork 'broken'" in err and "truncated, damaged or not a torch file" in err
+    assert "cannot load hypernetwork 'dangling'" in err and "'missing'" in err
+
+
+def test_changed_files_are_reloaded_unchanged_ones_are_cached(webui_env):
+    modules, folder, _ = webui_env
+    path = _network(folder, "n", seed=1)
+    webui.load_extension()
+    hypernetwork = modules["hypernetwork"]
+    first = hypernetwork.load_hypernetwork("n").network
+    assert hypernetwork.load_hypernetwork("n").network is first
+    import os
+    _network(folder, "n", seed=2)
+    os.utime(path, (os.path.getatime(path), os.path.getmtime(path) + 5))
+    assert hypernetwork.load_hypernetwork("n").network is not first

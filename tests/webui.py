@@ -1,0 +1,40 @@
+"""Helpers for tests that load the extension into the WebUI stand-in (tests/webui_standin)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+STANDIN = Path(__file__).parent / "webui_standin"
+EXTENSION_ROOT = Path(__file__).parent.parent
+
+
+def standin_modules():
+    if str(STANDIN) not in sys.path:
+        sys.path.insert(0, str(STANDIN))
+    from modules import devices, patches, script_callbacks, scripts, sd_hijack_optimizations, shared
+    from modules.hypernetworks import hypernetwork
+    return {"shared": shared, "patches": patches, "callbacks": script_callbacks, "scripts": scripts,
+            "hypernetwork": hypernetwork, "devices": devices, "attention": sd_hijack_optimizations}
+
+
+def reset(hypernetwork_dir: Path):
+    m = standin_modules()
+    m["callbacks"].clear_callbacks()
+    m["patches"].originals.clear()
+    m["shared"].hypernetworks.clear()
+    m["shared"].loaded_hypernetworks.clear()
+    m["shared"].cmd_opts.hypernetwork_dir = str(hypernetwork_dir)
+    m["shared"].cmd_opts.hypernetwork_ext_no_patches = False
+    sys.modules.pop("hypernetwork_ext_patches", None)
+    for name in [n for n in sys.modules if n.startswith("hypernetwork_ext_patches.")]:
+        sys.modules.pop(name)
+    return m
+
+
+def load_extension():
+    return standin_modules()["scripts"].load_extension_script(EXTENSION_ROOT)
+
+
+def unload_extension():
+    standin_modules()["callbacks"].script_unloaded_callback()

@@ -1,0 +1,1 @@
+"""STAND-IN of the WebUI's `modules` package (see ../README.md)."""

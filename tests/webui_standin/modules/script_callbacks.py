@@ -1,0 +1,38 @@
+"""STAND-IN of modules/script_callbacks.py: registration (both signatures) and dispatch."""
+from collections import defaultdict
+
+callbacks = defaultdict(list)
+
+
+def _register(category, callback, name=None):
+    callbacks[category].append(callback)
+
+
+def on_script_unloaded(callback, *, name=None):
+    _register("script_unloaded", callback, name)
+
+
+def on_before_ui(callback, *, name=None):
+    _register("before_ui", callback, name)
+
+
+def on_ui_settings(callback, *, name=None):
+    _register("ui_settings", callback, name)
+
+
+def on_ui_train_tabs(callback, *, name=None):
+    _register("ui_train_tabs", callback, name)
+
+
+def script_unloaded_callback():
+    for callback in reversed(callbacks["script_unloaded"]):
+        callback()
+
+
+def before_ui_callback():
+    for callback in reversed(callbacks["before_ui"]):
+        callback()
+
+
+def clear_callbacks():
+    callbacks.clear()
