@@ -138,15 +138,20 @@ class WebUIHypernetworks:
         return self.applier
 
     def apply_hypernetworks(self, hypernetworks, context, layer=None):
-        hypernetworks = [h for h in hypernetworks if _is_ours(h, self.log)]
-        if not hypernetworks:
-            return context, context
-        return _in_float32(self._applier_for(hypernetworks), context, context)
+        return apply_pair(self, hypernetworks, context, context)
 
     def apply_single_hypernetwork(self, hypernetwork, context_k, context_v, layer=None):
         if not _is_ours(hypernetwork, self.log):
             return context_k, context_v
         return _in_float32(FastApplier(_transform_of(hypernetwork)), context_k, context_v)
+
+
+def apply_pair(served: WebUIHypernetworks, hypernetworks, context_k, context_v):
+    """Key and value inputs after the loaded stack (the WebUI's ``apply_hypernetworks``, with separate inputs)."""
+    hypernetworks = [h for h in hypernetworks if _is_ours(h, served.log)]
+    if not hypernetworks:
+        return context_k, context_v
+    return _in_float32(served._applier_for(hypernetworks), context_k, context_v)
 
 
 def _is_ours(hypernetwork, log) -> bool:

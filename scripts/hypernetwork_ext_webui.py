@@ -28,20 +28,36 @@ def _patches_package():
 
 
 def _install(registry):
+    """The patches, or None when patching is off or this WebUI has no hypernetwork module."""
     if getattr(shared.cmd_opts, "hypernetwork_ext_no_patches", False):
         print("[hypernetwork-ext] --hypernetwork-ext-no-patches: the WebUI is left unchanged")
-        return
+        return None
     try:
         from modules import devices
         from modules.hypernetworks import hypernetwork
     except ImportError as error:
         print(f"[hypernetwork-ext] this WebUI has no hypernetwork module ({error}); nothing to patch")
-        return
-    importlib.import_module("hypernetwork_ext_patches.hypernetworks_a1111").install(registry, hypernetwork, shared,
-                                                                                 devices)
+        return None
+    return importlib.import_module("hypernetwork_ext_patches.hypernetworks_a1111").install(
+        registry, hypernetwork, shared, devices)
 
 
 _patches_package()
 registry = importlib.import_module("hypernetwork_ext_patches.registry").PatchRegistry()
-_install(registry)
+served = _install(registry)
 script_callbacks.on_script_unloaded(registry.undo_all)
+
+
+class HypernetworkApplyForge(scripts.Script):
+    """Forge and reForge only: puts the loaded hypernetworks into their UNet before every sampling pass."""
+
+    def title(self):
+        return "Hypernetworks (Forge)"
+
+    def show(self, is_img2img):
+        return scripts.AlwaysVisible
+
+    def process_before_every_sampling(self, p, *args, **kwargs):
+        if served is not None:
+            importlib.import_module("hypernetwork_ext_patches.forge").apply_to_sampling(
+                served, p, shared.loaded_hypernetworks)

@@ -148,3 +148,39 @@ def test_changed_files_are_reloaded_unchanged_ones_are_cached(webui_env):
     _network(folder, "n", seed=2)
     os.utime(path, (os.path.getatime(path), os.path.getmtime(path) + 5))
     assert hypernetwork.load_hypernetwork("n").network is not first
+
+
+def test_forge_applies_through_the_unet_patcher(webui_env):
+    """Forge loads hypernetworks but never applies them; our script puts them into its attention patches."""
+    import types
+    from ldm.modules.attention import CrossAttention
+    from forge_unet import UnetPatcher, forge_attention
+    modules, folder, _ = webui_env
+    _network(folder, "style", activation="relu")
+    entry = webui.load_extension()
+    modules["hypernetwork"].load_hypernetworks(["style"], [0.5])
+    torch.manual_seed(0)
+    attn = CrossAttention(query_dim=32, context_dim=48, heads=2, dim_head=16).eval()
+    x, context = torch.randn(2, 10, 32), torch.randn(2, 7, 48)
+    base = UnetPatcher()
+    p = types.SimpleNamespace(sd_model=types.SimpleNamespace(forge_objects=types.SimpleNamespace(unet=base)))
+    with torch.no_grad():
+        before = forge_attention(attn, x, context, p.sd_model.forge_objects.unet, "attn2_patch")
+        entry.HypernetworkApplyForge().process_before_every_sampling(p)
+        patched = p.sd_model.forge_objects.unet
+        after = forge_attention(attn, x, context, patched, "attn2_patch")
+        expected = modules["attention"].scaled_dot_product_attention_forward(attn, x, context)  # A1111's result
+    assert patched is not base and not base.model_options["transformer_options"]["patches"]  # a clone was patched
+    assert not torch.allclose(before, after, atol=1e-5)
+    assert torch.allclose(after, expected, atol=1e-6)
+
+
+def test_forge_script_does_nothing_on_a1111(webui_env):
+    import types
+    modules, folder, _ = webui_env
+    _network(folder, "style")
+    entry = webui.load_extension()
+    modules["hypernetwork"].load_hypernetworks(["style"])
+    p = types.SimpleNamespace(sd_model=types.SimpleNamespace())  # no forge_objects: A1111 applies them itself
+    entry.HypernetworkApplyForge().process_before_every_sampling(p)
+    assert not hasattr(p.sd_model, "forge_objects")

@@ -22,3 +22,19 @@ def load_extension_script(extension_root, relative="scripts/hypernetwork_ext_web
         return module
     finally:
         _current_basedir = None
+
+
+AlwaysVisible = object()
+
+
+class Script:
+    """STAND-IN of modules.scripts.Script: the hooks the extension uses."""
+
+    def title(self):
+        raise NotImplementedError
+
+    def show(self, is_img2img):
+        return True
+
+    def process_before_every_sampling(self, p, *args, **kwargs):
+        pass
