@@ -263,6 +263,21 @@ def add_commands(commands) -> None:
     demo.add_argument("--device", default="auto")
     demo.set_defaults(run=run_demo)
 
+    app = commands.add_parser("app", help="a local web app (127.0.0.1) with the Create Beta hypernetwork tab")
+    app.add_argument("--port", type=int, default=7870)
+    app.add_argument("--folder", default="hypernetworks", help="where hypernetworks are read and written")
+    app.set_defaults(run=run_app)
+
+
+def run_app(args) -> None:
+    try:
+        import gradio  # noqa: F401
+    except ImportError:
+        raise ConfigError("app", "the app needs Gradio: pip install 'hypernetwork-ext[app]'") from None
+    from .ui.app import launch
+    print(f"Serving on http://127.0.0.1:{args.port} (Ctrl+C to stop)")
+    launch(args.folder, args.port)
+
 
 def _split_and_run(args) -> None:
     setting_keys = {f.name for f in dataclasses.fields(TrainingSettings)} | {
