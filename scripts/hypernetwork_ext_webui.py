@@ -38,8 +38,31 @@ def _install(registry):
     except ImportError as error:
         print(f"[hypernetwork-ext] this WebUI has no hypernetwork module ({error}); nothing to patch")
         return None
-    return importlib.import_module("hypernetwork_ext_patches.hypernetworks_a1111").install(
+    served = importlib.import_module("hypernetwork_ext_patches.hypernetworks_a1111").install(
         registry, hypernetwork, shared, devices)
+    try:
+        from modules import processing
+    except ImportError as error:
+        print(f"[hypernetwork-ext] no txt2img processing in this WebUI ({error}); training is not patched")
+        return served
+    importlib.import_module("hypernetwork_ext_patches.webui_training").install(
+        registry, hypernetwork, shared, processing, devices, _template_path, _model_info)
+    return served
+
+
+def _template_path(name):
+    try:
+        from modules.textual_inversion import textual_inversion
+    except ImportError:
+        return None
+    template = textual_inversion.textual_inversion_templates.get(name)
+    return getattr(template, "path", None)
+
+
+def _model_info():
+    from hypernetwork_ext.training import ModelInfo
+    info = getattr(shared.sd_model, "sd_checkpoint_info", None)
+    return ModelInfo(getattr(info, "shorthash", None), getattr(info, "model_name", None))
 
 
 _patches_package()

@@ -22,9 +22,20 @@ class Options:
 
 
 opts = Options()
+opts.data.update({"training_xattention_optimizations": False, "save_optimizer_state": True,
+                  "unload_models_when_training": False, "pin_memory": False, "training_write_csv_every": 500})
 hypernetworks = {}
 loaded_hypernetworks = []
 sd_model = None
+parallel_processing_allowed = True
+
+
+def _state():
+    from modules.shared_state import State
+    return State()
+
+
+state = _state()
 
 
 def reload_hypernetworks():

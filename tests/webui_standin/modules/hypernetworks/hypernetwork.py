@@ -71,3 +71,8 @@ def apply_hypernetworks(hypernetworks, context, layer=None):
     for hypernetwork in hypernetworks:
         context_k, context_v = apply_single_hypernetwork(hypernetwork, context_k, context_v, layer)
     return context_k, context_v
+
+
+def train_hypernetwork(*args, **kwargs):
+    """The plain WebUI's trainer is not emulated by this stand-in; the extension replaces it."""
+    raise NotImplementedError("stand-in: the plain WebUI trainer is not emulated")

@@ -1,0 +1,180 @@
+"""Training inside A1111 / reForge on our engine.
+
+* ``WebUIModelAdapter``: the engine's model is ``shared.sd_model``; the network under training sits
+  in ``shared.loaded_hypernetworks`` so the WebUI's own attention (whichever optimisation is active;
+  they stay on) applies it, and previews render through the WebUI's txt2img processing with
+  extra networks disabled, after which the WebUI's settings and progress state are put back.
+* ``WebUIProgress``: the engine's callbacks drive ``shared.state`` (job count, step, status text with
+  the loss chart, live preview image) and its Interrupt flag.
+* ``train_hypernetwork``: the WebUI's function, same signature and reply, running on the engine, so
+  the fixes reach the Train tab and ``/sdapi/v1/train/hypernetwork`` alike.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import re
+from pathlib import Path
+
+from hypernetwork_ext.adapters.base import PreviewRequest
+from hypernetwork_ext.adapters.ldm import LdmAdapter
+from hypernetwork_ext.errors import ConfigError
+from hypernetwork_ext.training import Callbacks, ModelInfo, TrainingSettings, train
+from hypernetwork_ext.training.chart import render_chart
+
+from .hypernetworks_a1111 import LoadedHypernetwork
+
+STATE_FIELDS = ("job", "job_no", "job_count", "sampling_step", "sampling_steps", "textinfo")
+
+
+class WebUIModelAdapter(LdmAdapter):
+    def __init__(self, shared, processing, devices):
+        super().__init__(shared.sd_model, devices.device)
+        self.shared, self.processing = shared, processing
+
+    def attach(self, applier):
+        network = applier.transform.network
+        loaded = self.shared.loaded_hypernetworks
+        previous = list(loaded)
+        loaded[:] = [LoadedHypernetwork(network.name, "", network=network).set_multiplier(1.0)]
+
+        def undo():
+            loaded[:] = previous
+        return undo
+
+    def render_preview(self, request: PreviewRequest):
+        state = self.shared.state
+        saved_state = {name: getattr(state, name, None) for name in STATE_FIELDS}
+        saved_opts = dict(self.shared.opts.data)
+        p = self.processing.StableDiffusionProcessingTxt2Img(
+            sd_model=self.shared.sd_model, prompt=request.prompt, negative_prompt=request.negative_prompt,
+            steps=request.steps, sampler_name=request.sampler or None, cfg_scale=request.cfg_scale,
+            seed=request.seed, width=request.width, height=request.height, do_not_save_grid=True,
+            do_not_save_samples=True)
+        p.disable_extra_networks = True  # <hypernet:...> tags must not replace the network under training
+        try:
+            processed = self.processing.process_images(p)
+        finally:
+            if hasattr(p, "close"):
+                p.close()
+            self.shared.opts.data.clear()
+            self.shared.opts.data.update(saved_opts)
+            for name, value in saved_state.items():
+                setattr(state, name, value)
+        return processed.images[0]
+
+
+class WebUIProgress:
+    """Engine callbacks that drive the WebUI's progress bar, status text and live preview."""
+
+    def __init__(self, state, max_steps: int):
+        self.state = state
+        self.state.job = "train-hypernetwork"
+        self.state.job_count = max_steps
+        self.state.textinfo = "Initializing hypernetwork training..."
+        self.points, self.last_saved, self.last_image, self.message = [], "-", "-", ""
+
+    def callbacks(self) -> Callbacks:
+        return Callbacks(status=self._status, progress=self._progress, loss=self._loss, preview=self._preview,
+                         saved=self._saved, should_stop=lambda: bool(self.state.interrupted))
+
+    def _status(self, text):
+        print(f"[hypernetwork-ext] {text}")
+        self.message = text
+        self._render()
+
+    def _progress(self, step, total):
+        self.state.job_no = step
+        self._render()
+
+    def _loss(self, point):
+        self.points.append(point)
+
+    def _preview(self, step, image, path):
+        self.state.assign_current_image(image)
+        self.last_image = str(path)
+
+    def _saved(self, path):
+        self.last_saved = str(path)
+
+    def _render(self):
+        if not self.points:
+            self.state.textinfo = html.escape(self.message)
+            return
+        p = self.points[-1]
+        buffer = io.BytesIO()
+        render_chart(self.points[-2000:]).save(buffer, format="PNG")
+        chart = base64.b64encode(buffer.getvalue()).decode("ascii")
+        self.state.textinfo = (
+            f"<p>Loss: {p.loss:.7f}<br>Step: {p.step} (epoch {p.epoch}, {p.epoch_step} in epoch)<br>"
+            f"Learning rate: {p.learn_rate:.3g}<br>Last saved hypernetwork: {html.escape(self.last_saved)}<br>"
+            f"Last saved image: {html.escape(self.last_image)}<br>{html.escape(self.message)}</p>"
+            f"<img class='hnext-chart' src='data:image/png;base64,{chart}' style='max-width:100%'>")
+
+
+def settings_from_webui_arguments(*, learn_rate, batch_size, gradient_step, data_root, log_directory, training_width,
+                                  training_height, varsize, steps, clip_grad_mode, clip_grad_value, shuffle_tags,
+                                  tag_drop_out, latent_sampling_method, use_weight, create_image_every,
+                                  save_hypernetwork_every, template, preview_from_txt2img, preview_prompt,
+                                  preview_negative_prompt, preview_steps, preview_sampler_name, preview_cfg_scale,
+                                  preview_seed, preview_width, preview_height, opts) -> TrainingSettings:
+    """The WebUI's train_hypernetwork arguments (UI strings and numbers) as our settings."""
+    preview = {"steps": 20, "width": int(training_width), "height": int(training_height), "seed": -1}
+    if preview_from_txt2img:
+        preview = {"prompt": preview_prompt or "", "negative_prompt": preview_negative_prompt or "",
+                   "steps": int(preview_steps), "sampler": preview_sampler_name or "", "cfg_scale": float(preview_cfg_scale),
+                   "seed": int(preview_seed), "width": int(preview_width), "height": int(preview_height)}
+    return TrainingSettings(
+        data_dir=str(data_root or ""), log_dir=str(log_directory or "textual_inversion"), template=template,
+        learn_rate=str(learn_rate), max_steps=steps, batch_size=batch_size, grad_accum=gradient_step,
+        width=training_width, height=training_height, no_crop=bool(varsize), shuffle_tags=bool(shuffle_tags),
+        tag_dropout=float(tag_drop_out or 0), latent_sampling=latent_sampling_method or "once",
+        use_alpha_weight=bool(use_weight), save_every=save_hypernetwork_every or 0,
+        preview_every=create_image_every or 0, preview=preview,
+        clip_mode=clip_grad_mode if clip_grad_mode in ("value", "norm") else "none",
+        clip_value=str(clip_grad_value or "0.1"),
+        unload_models_when_training=bool(getattr(opts, "unload_models_when_training", False)),
+        csv_every=int(getattr(opts, "training_write_csv_every", 1) or 0))
+
+
+def make_train_hypernetwork(shared, processing, devices, templates=lambda name: None, model_info=lambda: ModelInfo()):
+    """The replacement for ``modules.hypernetworks.hypernetwork.train_hypernetwork``."""
+
+    def train_hypernetwork(id_task, hypernetwork_name, learn_rate, batch_size, gradient_step, data_root,
+                           log_directory, training_width, training_height, varsize, steps, clip_grad_mode,
+                           clip_grad_value, shuffle_tags, tag_drop_out, latent_sampling_method, use_weight,
+                           create_image_every, save_hypernetwork_every, template_filename, preview_from_txt2img,
+                           preview_prompt, preview_negative_prompt, preview_steps, preview_sampler_name,
+                           preview_cfg_scale, preview_seed, preview_width, preview_height):
+        name = re.sub(r"\(.*\)$", "", str(hypernetwork_name or "")).strip()
+        path = shared.hypernetworks.get(name)
+        if not path:
+            raise ConfigError("hypernetwork", f"Choose a hypernetwork to train ({hypernetwork_name!r} is not in the list; "
+                                              f"press refresh if you just created it)")
+        template = templates(template_filename) or "[filewords]"
+        settings = settings_from_webui_arguments(
+            learn_rate=learn_rate, batch_size=batch_size, gradient_step=gradient_step, data_root=data_root,
+            log_directory=log_directory, training_width=training_width, training_height=training_height,
+            varsize=varsize, steps=steps, clip_grad_mode=clip_grad_mode, clip_grad_value=clip_grad_value,
+            shuffle_tags=shuffle_tags, tag_drop_out=tag_drop_out, latent_sampling_method=latent_sampling_method,
+            use_weight=use_weight, create_image_every=create_image_every,
+            save_hypernetwork_every=save_hypernetwork_every, template=template,
+            preview_from_txt2img=preview_from_txt2img, preview_prompt=preview_prompt,
+            preview_negative_prompt=preview_negative_prompt, preview_steps=preview_steps,
+            preview_sampler_name=preview_sampler_name, preview_cfg_scale=preview_cfg_scale, preview_seed=preview_seed,
+            preview_width=preview_width, preview_height=preview_height, opts=shared.opts)
+        progress = WebUIProgress(shared.state, settings.max_steps)
+        adapter = WebUIModelAdapter(shared, processing, devices)
+        result = train(adapter, Path(path), settings, callbacks=progress.callbacks(), model_info=model_info())
+        shared.reload_hypernetworks()
+        return result.network, str(result.output_path)
+
+    return train_hypernetwork
+
+
+def install(registry, hypernetwork_module, shared, processing, devices, templates, model_info):
+    registry.replace(hypernetwork_module, "train_hypernetwork",
+                     make_train_hypernetwork(shared, processing, devices, templates, model_info),
+                     "hypernetwork training runs on the extension's engine")

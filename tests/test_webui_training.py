@@ -1,0 +1,101 @@
+"""Training through the WebUI's own train_hypernetwork (replaced), on the stand-in with a real tiny ldm model."""
+
+import pytest
+import torch
+
+from hypernetwork_ext import files
+
+import webui
+from training_helpers import make_images, make_network, tiny_model, weights_of
+
+
+@pytest.fixture
+def webui_training(tmp_path):
+    from hypernetwork_ext.attention import install as install_attention
+    folder = tmp_path / "hypernetworks"
+    folder.mkdir()
+    modules = webui.reset(folder)
+    shared = modules["shared"]
+    model = tiny_model()
+    shared.sd_model = model
+    # the WebUI's attention optimisation, as sd_hijack installs it: every CrossAttention calls apply_hypernetworks
+    import types
+    swapped = []
+    for module in model.model.diffusion_model.modules():
+        if type(module).__name__ == "CrossAttention":
+            module.forward = types.MethodType(modules["attention"].scaled_dot_product_attention_forward, module)
+            swapped.append(module)
+    from modules.shared_state import State
+    shared.state = State()
+    shared.opts.data["sd_hypernetwork"] = "None"
+    make_images(tmp_path / "data", 4, sizes=((64, 64),))
+    make_network(folder / "style.pt", activation="relu")
+    yield modules, folder, tmp_path
+    for module in swapped:
+        del module.forward
+    webui.unload_extension()
+    shared.sd_model = None
+
+
+def _arguments(tmp_path, steps=4, preview_every=2, name="style"):
+    return dict(id_task="task(test)", hypernetwork_name=name, learn_rate="1e-3", batch_size=2, gradient_step=1,
+                data_root=str(tmp_path / "data"), log_directory=str(tmp_path / "logs"), training_width=64,
+                training_height=64, varsize=True, steps=steps, clip_grad_mode="disabled", clip_grad_value="0.1",
+                shuffle_tags=False, tag_drop_out=0, latent_sampling_method="once", use_weight=False,
+                create_image_every=preview_every, save_hypernetwork_every=2, template_filename="none.txt",
+                preview_from_txt2img=True, preview_prompt="a cat", preview_negative_prompt="", preview_steps=3,
+                preview_sampler_name="Euler", preview_cfg_scale=5.0, preview_seed=1, preview_width=64,
+                preview_height=64)
+
+
+def test_train_hypernetwork_runs_on_the_engine_and_updates_progress(webui_training):
+    modules, folder, tmp_path = webui_training
+    webui.load_extension()
+    shared = modules["shared"]
+    shared.loaded_hypernetworks.append("something the user had selected")
+    opts_before = dict(shared.opts.data)
+    states = []
+    shared.state.assign_current_image = lambda image, original=shared.state.assign_current_image: (
+        states.append((shared.state.job, shared.state.job_count, shared.state.job_no)), original(image))
+    network, filename = modules["hypernetwork"].train_hypernetwork(**_arguments(tmp_path))
+    assert network.step == 4 and filename == str(folder / "style.pt") and files.load(filename).step == 4
+    assert states == [("train-hypernetwork", 4, 2), ("train-hypernetwork", 4, 4)]  # progress seen at each preview
+    assert shared.state.job_no == 4 and shared.state.current_image is not None and shared.state.id_live_preview == 2
+    assert "Loss:" in shared.state.textinfo and "data:image/png;base64," in shared.state.textinfo
+    assert shared.loaded_hypernetworks == ["something the user had selected"]  # put back
+    assert shared.opts.data == opts_before
+    assert all("forward" in m.__dict__ for m in shared.sd_model.model.diffusion_model.modules()
+               if type(m).__name__ == "CrossAttention")  # the attention optimisation stayed in place
+
+
+def test_interrupt_is_honoured(webui_training):
+    modules, folder, tmp_path = webui_training
+    webui.load_extension()
+    shared = modules["shared"]
+    original = shared.state.assign_current_image
+    shared.state.assign_current_image = lambda image: (original(image), shared.state.interrupt())
+    network, _ = modules["hypernetwork"].train_hypernetwork(**_arguments(tmp_path, steps=8, preview_every=2))
+    assert network.step == 2
+
+
+def test_training_uses_strength_one_whatever_the_selected_strength(webui_training):
+    modules, folder, tmp_path = webui_training
+    webui.load_extension()
+    hypernetwork = modules["hypernetwork"]
+    start = weights_of(folder / "style.pt")
+    for strength, target in ((0.5, "half.pt"), (1.0, "full.pt")):
+        files.save(files.load(folder / "style.pt"), folder / target)
+        modules["shared"].reload_hypernetworks()
+        hypernetwork.load_hypernetworks([target[:-3]], [strength])  # Settings: Hypernetwork strength
+        hypernetwork.train_hypernetwork(**_arguments(tmp_path, steps=2, preview_every=0, name=target[:-3]))
+    half, full = weights_of(folder / "half.pt"), weights_of(folder / "full.pt")
+    assert all(torch.equal(half[k], full[k]) for k in half)
+    assert any(not torch.equal(half[k], start[k]) for k in half)  # it did train, through the WebUI's attention
+
+
+def test_an_unknown_hypernetwork_is_a_clear_message(webui_training):
+    from hypernetwork_ext import ConfigError
+    modules, folder, tmp_path = webui_training
+    webui.load_extension()
+    with pytest.raises(ConfigError, match="'nothing' is not in the list"):
+        modules["hypernetwork"].train_hypernetwork(**_arguments(tmp_path, name="nothing"))
