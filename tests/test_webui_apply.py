@@ -16,7 +16,7 @@ def webui_env(tmp_path):
     modules = webui.reset(folder)
     originals = {name: getattr(modules["hypernetwork"], name) for name in
                  ("list_hypernetworks", "load_hypernetwork", "load_hypernetworks", "apply_hypernetworks",
-                  "apply_single_hypernetwork")}
+                  "apply_single_hypernetwork", "train_hypernetwork")}
     yield modules, folder, originals
     webui.unload_extension()
     for name, function in originals.items():  # a failed test must not leave patches behind
@@ -35,7 +35,7 @@ def test_loading_installs_patches_and_unloading_undoes_them(webui_env):
     hypernetwork = modules["hypernetwork"]
     for name, function in originals.items():
         assert getattr(hypernetwork, name) is not function
-    assert len(modules["patches"].originals["hypernetwork_ext"]) == 5  # all through the WebUI's registry
+    assert len(modules["patches"].originals["hypernetwork_ext"]) == 6  # all through the WebUI's registry
     webui.unload_extension()
     for name, function in originals.items():
         assert getattr(hypernetwork, name) is function
