@@ -263,9 +263,10 @@ def add_commands(commands) -> None:
     demo.add_argument("--device", default="auto")
     demo.set_defaults(run=run_demo)
 
-    app = commands.add_parser("app", help="a local web app (127.0.0.1) with the Create Beta hypernetwork tab")
+    app = commands.add_parser("app", help="a local web app (127.0.0.1) with the Create Beta hypernetwork and Train_Gamma tabs")
     app.add_argument("--port", type=int, default=7870)
     app.add_argument("--folder", default="hypernetworks", help="where hypernetworks are read and written")
+    app.add_argument("--model", default="tiny", help="model to train on: tiny, a diffusers folder or a checkpoint")
     app.set_defaults(run=run_app)
 
 
@@ -276,7 +277,7 @@ def run_app(args) -> None:
         raise ConfigError("app", "the app needs Gradio: pip install 'hypernetwork-ext[app]'") from None
     from .ui.app import launch
     print(f"Serving on http://127.0.0.1:{args.port} (Ctrl+C to stop)")
-    launch(args.folder, args.port)
+    launch(args.folder, args.port, model=args.model)
 
 
 def _split_and_run(args) -> None:

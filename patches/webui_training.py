@@ -165,13 +165,38 @@ def make_train_hypernetwork(shared, processing, devices, templates=lambda name: 
             preview_negative_prompt=preview_negative_prompt, preview_steps=preview_steps,
             preview_sampler_name=preview_sampler_name, preview_cfg_scale=preview_cfg_scale, preview_seed=preview_seed,
             preview_width=preview_width, preview_height=preview_height, opts=shared.opts)
-        progress = WebUIProgress(shared.state, settings.max_steps)
-        adapter = WebUIModelAdapter(shared, processing, devices)
-        result = train(adapter, Path(path), settings, callbacks=progress.callbacks(), model_info=model_info())
-        shared.reload_hypernetworks()
+        result = train_in_webui(shared, processing, devices, Path(path), settings, model_info())
         return result.network, str(result.output_path)
 
     return train_hypernetwork
+
+
+def train_in_webui(shared, processing, devices, path: Path, settings: TrainingSettings, model_info: ModelInfo):
+    """One training run inside the WebUI: its model, its attention, its progress and Interrupt."""
+    progress = WebUIProgress(shared.state, settings.max_steps)
+    adapter = WebUIModelAdapter(shared, processing, devices)
+    result = train(adapter, path, settings, callbacks=progress.callbacks(), model_info=model_info)
+    shared.reload_hypernetworks()
+    return result
+
+
+def start_from_tab(shared, processing, devices, model_info, queue_lock):
+    """Train_Gamma's Train button: one run at a time, holding the WebUI's queue lock like generation does."""
+    def start(name: str, settings: TrainingSettings) -> str:
+        path = shared.hypernetworks.get(name)
+        if not path:
+            raise ConfigError("hypernetwork", f"{name!r} is not in the list; press refresh")
+        if not queue_lock.acquire(blocking=False):
+            raise ConfigError("hypernetwork", "Another job (training or generation) is running; wait for it to finish")
+        try:
+            shared.state.begin(job="train-hypernetwork")
+            result = train_in_webui(shared, processing, devices, Path(path), settings, model_info())
+        finally:
+            shared.state.end()
+            queue_lock.release()
+        verb = "interrupted" if result.interrupted else "finished"
+        return f"Training {verb} at step {result.steps_done}. Hypernetwork saved to {html.escape(str(result.output_path))}"
+    return start
 
 
 def install(registry, hypernetwork_module, shared, processing, devices, templates, model_info):

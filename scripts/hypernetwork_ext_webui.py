@@ -65,10 +65,27 @@ def _model_info():
     return ModelInfo(getattr(info, "shorthash", None), getattr(info, "model_name", None))
 
 
+def on_ui_train_tabs(params):
+    """Create Beta hypernetwork and Train_Gamma, inside the WebUI's Train tab."""
+    import gradio as gr
+    from hypernetwork_ext.ui import create_tab, train_tab
+
+    with gr.Tab(label="Create Beta hypernetwork", id="hnext_create_tab"):
+        create_tab.build(gr, lambda: shared.cmd_opts.hypernetwork_dir, on_created=shared.reload_hypernetworks)
+    with gr.Tab(label="Train_Gamma", id="hnext_train_tab"):
+        from modules import call_queue, devices, processing
+        start = importlib.import_module("hypernetwork_ext_patches.webui_training").start_from_tab(
+            shared, processing, devices, _model_info, call_queue.queue_lock)
+        tab = train_tab.build(gr, lambda: sorted(shared.hypernetworks), start)
+        tab["interrupt"].click(fn=lambda: shared.state.interrupt(), inputs=[], outputs=[])
+
+
 _patches_package()
 registry = importlib.import_module("hypernetwork_ext_patches.registry").PatchRegistry()
 served = _install(registry)
 script_callbacks.on_script_unloaded(registry.undo_all)
+if served is not None:
+    script_callbacks.on_ui_train_tabs(on_ui_train_tabs)
 
 
 class HypernetworkApplyForge(scripts.Script):

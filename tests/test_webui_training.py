@@ -99,3 +99,34 @@ def test_an_unknown_hypernetwork_is_a_clear_message(webui_training):
     webui.load_extension()
     with pytest.raises(ConfigError, match="'nothing' is not in the list"):
         modules["hypernetwork"].train_hypernetwork(**_arguments(tmp_path, name="nothing"))
+
+
+def test_tabs_are_registered_in_the_train_tab_and_train_from_the_tab(webui_training):
+    gr = pytest.importorskip("gradio")
+    from hypernetwork_ext.training import TrainingSettings
+    modules, folder, tmp_path = webui_training
+    webui.load_extension()
+    callbacks = modules["callbacks"]
+    with gr.Blocks() as blocks:
+        with gr.Tabs(elem_id="train_tabs"):
+            callbacks.ui_train_tabs_callback(callbacks.UiTrainTabParams([]))
+    config = str(blocks.get_config_file())
+    assert "Create Beta hypernetwork" in config and "Train_Gamma" in config
+    assert "hnext_create_layers" in config and "hnext_train_learn_rate" in config
+
+    import importlib
+    from hypernetwork_ext.training import ModelInfo
+    from modules import call_queue, devices, processing
+    start = importlib.import_module("hypernetwork_ext_patches.webui_training").start_from_tab(
+        modules["shared"], processing, devices, ModelInfo, call_queue.queue_lock)
+    settings = TrainingSettings(data_dir=str(tmp_path / "data"), log_dir=str(tmp_path / "logs"), width=64, height=64,
+                                max_steps=2, batch_size=2, save_every=0, preview_every=0, learn_rate="1e-3")
+    reply = start("style", settings)
+    assert "Training finished at step 2" in reply and files.load(folder / "style.pt").step == 2
+    call_queue.queue_lock.acquire()
+    try:
+        from hypernetwork_ext import ConfigError
+        with pytest.raises(ConfigError, match="Another job"):
+            start("style", settings.updated(max_steps=4))
+    finally:
+        call_queue.queue_lock.release()

@@ -34,5 +34,15 @@ def before_ui_callback():
         callback()
 
 
+class UiTrainTabParams:
+    def __init__(self, txt2img_preview_params):
+        self.txt2img_preview_params = txt2img_preview_params
+
+
+def ui_train_tabs_callback(params):
+    for callback in callbacks["ui_train_tabs"]:
+        callback(params)
+
+
 def clear_callbacks():
     callbacks.clear()

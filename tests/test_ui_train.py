@@ -1,0 +1,66 @@
+import dataclasses
+
+import pytest
+
+from hypernetwork_ext.training import TrainingSettings
+from hypernetwork_ext.ui.train_tab import FIELDS, default_values, load_settings, save_settings, settings_from_values
+
+
+def _leaf_keys(cls, prefix=""):
+    keys = set()
+    for field in dataclasses.fields(cls):
+        default = field.default if field.default is not dataclasses.MISSING else field.default_factory()
+        if dataclasses.is_dataclass(default):
+            keys |= _leaf_keys(type(default), f"{field.name}.")
+        else:
+            keys.add(prefix + field.name)
+    return keys
+
+
+def test_every_training_setting_has_a_control():
+    assert {f.key for f in FIELDS} == _leaf_keys(TrainingSettings)
+
+
+def test_defaults_round_trip_into_settings():
+    settings, errors = settings_from_values(default_values())
+    assert not errors and settings == TrainingSettings()
+
+
+def _values(**changes):
+    values = default_values()
+    keys = [f.key for f in FIELDS]
+    for key, value in changes.items():
+        values[keys.index(key.replace("__", "."))] = value
+    return values
+
+
+@pytest.mark.parametrize("changes, key, fragment", [
+    ({"batch_size": "two"}, "batch_size", "is not a number"),
+    ({"batch_size": 0}, "batch_size", "must be at least 1"),
+    ({"max_steps": 1.5}, "max_steps", "must be a whole number"),
+    ({"learn_rate": "1e-3:100", "max_steps": 1000}, "learn_rate", "the schedule ends at step 100"),
+    ({"width": 500}, "width", "multiple of 8"),
+    ({"tag_dropout": 2}, "tag_dropout", "below 1"),
+])
+def test_bad_values_get_a_message_beside_their_input(changes, key, fragment):
+    settings, errors = settings_from_values(_values(**changes))
+    assert settings is None and fragment in errors[key]
+
+
+def test_settings_save_and_load(tmp_path):
+    values = _values(learn_rate="4e-05:2000, 4e-06:4000, 4e-07", max_steps=6000, batch_size=2,
+                     preview__prompt="my style", cosine__enabled=True)
+    assert save_settings(values, tmp_path / "s.json").startswith("Saved")
+    loaded, text = load_settings(tmp_path / "s.json")
+    assert text.startswith("Loaded") and settings_from_values(loaded)[0] == settings_from_values(values)[0]
+    (tmp_path / "bad.json").write_text('{"version": 99}')
+    values, text = load_settings(tmp_path / "bad.json")
+    assert values is None and "newer version" in text
+
+
+def test_the_app_has_both_tabs(tmp_path):
+    pytest.importorskip("gradio")
+    from hypernetwork_ext.ui.app import build_app
+    app = build_app(tmp_path / "hypernetworks")
+    config = str(app.get_config_file())
+    assert "Create Beta hypernetwork" in config and "Train_Gamma" in config and "hnext_train_learn_rate" in config
