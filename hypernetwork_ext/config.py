@@ -236,6 +236,8 @@ class HypernetworkConfig:
         set_("layer_norm", bool(self.layer_norm))
         set_("activate_output", bool(self.activate_output))
         set_("residual", bool(self.residual))
+        if not self.residual:
+            set_("residual_shortcut", "interpolate")  # meaningless without residual blocks; one canonical value
 
     @classmethod
     def from_text(cls, *, sizes="768, 320, 640, 1024, 1280", layers="1, 2, 1", activation="linear",
