@@ -1,6 +1,10 @@
 """The training images: read every file we can, report every one we cannot, bucket by aspect ratio,
 encode latents once, and serve micro-batches as a pure function of (seed, step).
 
+Memory stays proportional to the latents, not the pixels: the first pass checks and measures every
+image and keeps only its size, caption and alpha weight; the encoding pass reads each image again,
+resized straight to its bucket's size, and keeps only its latent.
+
 Making every random choice (data order, template line, tag shuffle and dropout, flips, latent
 samples) a function of the dataset seed and the step means a resumed run sees exactly the data an
 uninterrupted one would, and nothing outside (a preview, another extension) can shift it.
@@ -50,7 +54,6 @@ class Example:
     path: str
     caption: str  # the tags from the .txt beside the image or from the file name
     size: tuple[int, int]  # (width, height) after resizing, multiples of 8
-    pixels: torch.Tensor  # (3, H, W) in [-1, 1]
     weight: torch.Tensor | None  # (H/8, W/8) loss weight from the alpha channel, mean 1
     latent_mean: torch.Tensor | None = None
     latent_std: torch.Tensor | None = None
@@ -135,6 +138,15 @@ def alpha_weight(alpha: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
     weight = torch.from_numpy(np.asarray(small, dtype=np.float32) / 255.0)
     weight = weight - weight.min() if weight.max() > weight.min() else torch.ones_like(weight)
     return weight / weight.mean()
+
+
+def load_pixels(example: "Example") -> torch.Tensor:
+    """The image of ``example`` read again and resized to its bucket's size: (3, H, W) in [-1, 1]."""
+    try:
+        image, _, _ = read_image(Path(example.path), want_alpha=False)
+    except (ValueError, OSError) as error:
+        raise ConfigError("data_dir", f"{example.path} changed or vanished while the dataset was prepared ({error})") from None
+    return _to_pixels(image, example.size)
 
 
 def _to_pixels(image: Image.Image, size: tuple[int, int]) -> torch.Tensor:
@@ -269,9 +281,6 @@ def _buckets(examples: list[Example], batch_size: int) -> dict[tuple[int, int], 
 def _resize_example(example: Example, size: tuple[int, int]) -> None:
     if example.size == size:
         return
-    pixels = torch.nn.functional.interpolate(example.pixels[None], size=(size[1], size[0]), mode="bicubic",
-                                             align_corners=False)[0].clamp(-1, 1)
-    example.pixels = pixels
     if example.weight is not None:
         weight = torch.nn.functional.interpolate(example.weight[None, None], size=(size[1] // 8, size[0] // 8),
                                                  mode="area")[0, 0]
@@ -329,7 +338,7 @@ def scan_folder(data_dir: str | Path, *, width: int, height: int, no_crop: bool,
         if use_alpha and alpha is not None and float(alpha.max()) == 0.0:
             report.skipped.append(Problem(str(path), "fully transparent: nothing to learn with alpha as loss weight"))
             continue
-        examples.append(Example(str(path), caption, size, _to_pixels(image, size), weight))
+        examples.append(Example(str(path), caption, size, weight))
         image_stems.add(path.stem)
         report.used.append(str(path))
         for note in notes + ([caption_note] if caption_note else []):
@@ -360,7 +369,7 @@ def encode_latents(examples: list[Example], encode: Callable[[torch.Tensor], tup
         group = by_size[size]
         for start in range(0, len(group), batch_size):
             chunk = group[start:start + batch_size]
-            pixels = torch.stack([e.pixels for e in chunk])
+            pixels = torch.stack([load_pixels(e) for e in chunk])
             variants = [(pixels, False)] + ([(pixels.flip(-1), True)] if flip else [])
             for batch, flipped in variants:
                 mean, std = encode(batch)
@@ -374,5 +383,3 @@ def encode_latents(examples: list[Example], encode: Callable[[torch.Tensor], tup
                         example.flipped_mean, example.flipped_std = m, s
                     else:
                         example.latent_mean, example.latent_std = m, s
-    for example in examples:
-        example.pixels = None  # the pixels are no longer needed; keep memory flat
