@@ -199,7 +199,33 @@ def start_from_tab(shared, processing, devices, model_info, queue_lock):
     return start
 
 
+def make_ui_train_hypernetwork(shared, hypernetwork_module):
+    """The Train tab's wrapper (``modules.hypernetworks.ui.train_hypernetwork``) without its defects:
+    attention optimisations stay on (the plain one turns them off), and the hypernetworks the user
+    had selected come back afterwards. Same reply: (message, error html)."""
+
+    def train_hypernetwork(*args):
+        if getattr(shared.cmd_opts, "lowvram", False):
+            raise ConfigError("hypernetwork", "Training is not possible with --lowvram; restart without it "
+                                              "(--medvram works)")
+        previous = list(shared.loaded_hypernetworks)
+        try:
+            trained, filename = hypernetwork_module.train_hypernetwork(*args)
+        finally:
+            shared.loaded_hypernetworks[:] = previous
+        verb = "interrupted" if shared.state.interrupted else "finished"
+        return f"Training {verb} at {trained.step} steps.\nHypernetwork saved to {html.escape(filename)}", ""
+
+    return train_hypernetwork
+
+
 def install(registry, hypernetwork_module, shared, processing, devices, templates, model_info):
     registry.replace(hypernetwork_module, "train_hypernetwork",
                      make_train_hypernetwork(shared, processing, devices, templates, model_info),
                      "hypernetwork training runs on the extension's engine")
+    try:
+        from modules.hypernetworks import ui as hypernetworks_ui
+    except ImportError:
+        hypernetworks_ui = None
+    registry.replace(hypernetworks_ui, "train_hypernetwork", make_ui_train_hypernetwork(shared, hypernetwork_module),
+                     "training keeps attention optimisations on and restores the selected hypernetworks")

@@ -35,7 +35,7 @@ def test_loading_installs_patches_and_unloading_undoes_them(webui_env):
     hypernetwork = modules["hypernetwork"]
     for name, function in originals.items():
         assert getattr(hypernetwork, name) is not function
-    assert len(modules["patches"].originals["hypernetwork_ext"]) == 6  # all through the WebUI's registry
+    assert len(modules["patches"].originals["hypernetwork_ext"]) == 7  # all through the WebUI's registry
     webui.unload_extension()
     for name, function in originals.items():
         assert getattr(hypernetwork, name) is function

@@ -130,3 +130,17 @@ def test_tabs_are_registered_in_the_train_tab_and_train_from_the_tab(webui_train
             start("style", settings.updated(max_steps=4))
     finally:
         call_queue.queue_lock.release()
+
+
+def test_the_train_tab_wrapper_keeps_attention_optimisations_on(webui_training):
+    modules, folder, tmp_path = webui_training
+    from modules import sd_hijack
+    from modules.hypernetworks import ui as hypernetworks_ui
+    original = hypernetworks_ui.train_hypernetwork
+    webui.load_extension()
+    before = dict(sd_hijack.calls)
+    message, error = hypernetworks_ui.train_hypernetwork(*_arguments(tmp_path, steps=2, preview_every=0).values())
+    assert message.startswith("Training finished at 2 steps.") and error == ""
+    assert sd_hijack.calls == before  # neither undone nor re-applied
+    webui.unload_extension()
+    assert hypernetworks_ui.train_hypernetwork is original
