@@ -180,19 +180,25 @@ def train_in_webui(shared, processing, devices, path: Path, settings: TrainingSe
     return result
 
 
-def start_from_tab(shared, processing, devices, model_info, queue_lock):
-    """Train_Gamma's Train button: one run at a time, holding the WebUI's queue lock like generation does."""
-    def start(name: str, settings: TrainingSettings) -> str:
+def start_from_tab(shared, processing, devices, model_info, queue_lock, progress=None):
+    """Train_Gamma's Train button: one run at a time, holding the WebUI's queue lock like generation does,
+    and reporting under the page's task id so the WebUI's progress polling shows it."""
+    def start(name: str, settings: TrainingSettings, task_id: str | None = None) -> str:
         path = shared.hypernetworks.get(name)
         if not path:
             raise ConfigError("hypernetwork", f"{name!r} is not in the list; press refresh")
         if not queue_lock.acquire(blocking=False):
             raise ConfigError("hypernetwork", "Another job (training or generation) is running; wait for it to finish")
         try:
+            if progress and task_id:
+                progress.add_task_to_queue(task_id)
+                progress.start_task(task_id)
             shared.state.begin(job="train-hypernetwork")
             result = train_in_webui(shared, processing, devices, Path(path), settings, model_info())
         finally:
             shared.state.end()
+            if progress and task_id:
+                progress.finish_task(task_id)
             queue_lock.release()
         verb = "interrupted" if result.interrupted else "finished"
         return f"Training {verb} at step {result.steps_done}. Hypernetwork saved to {html.escape(str(result.output_path))}"

@@ -73,10 +73,10 @@ def on_ui_train_tabs(params):
     with gr.Tab(label="Create Beta hypernetwork", id="hnext_create_tab"):
         create_tab.build(gr, lambda: shared.cmd_opts.hypernetwork_dir, on_created=shared.reload_hypernetworks)
     with gr.Tab(label="Train_Gamma", id="hnext_train_tab"):
-        from modules import call_queue, devices, processing
+        from modules import call_queue, devices, processing, progress
         start = importlib.import_module("hypernetwork_ext_patches.webui_training").start_from_tab(
-            shared, processing, devices, _model_info, call_queue.queue_lock)
-        tab = train_tab.build(gr, lambda: sorted(shared.hypernetworks), start)
+            shared, processing, devices, _model_info, call_queue.queue_lock, progress)
+        tab = train_tab.build(gr, lambda: sorted(shared.hypernetworks), start, progress_js="hnext_start_training")
         tab["interrupt"].click(fn=lambda: shared.state.interrupt(), inputs=[], outputs=[])
 
 

@@ -110,19 +110,25 @@ def test_tabs_are_registered_in_the_train_tab_and_train_from_the_tab(webui_train
     with gr.Blocks() as blocks:
         with gr.Tabs(elem_id="train_tabs"):
             callbacks.ui_train_tabs_callback(callbacks.UiTrainTabParams([]))
-    config = str(blocks.get_config_file())
-    assert "Create Beta hypernetwork" in config and "Train_Gamma" in config
-    assert "hnext_create_layers" in config and "hnext_train_learn_rate" in config
+    config = blocks.get_config_file()
+    text = str(config)
+    assert "Create Beta hypernetwork" in text and "Train_Gamma" in text
+    assert "hnext_create_layers" in text and "hnext_train_learn_rate" in text and "hnext_train_gallery" in text
+    assert any(d.get("js") == "hnext_start_training" for d in config["dependencies"])  # the WebUI's progress polling
+    import pathlib
+    script = (pathlib.Path(webui.EXTENSION_ROOT) / "javascript" / "hypernetwork_ext.js").read_text()
+    assert "function hnext_start_training" in script and "hnext_train_gallery" in script
 
     import importlib
     from hypernetwork_ext.training import ModelInfo
-    from modules import call_queue, devices, processing
+    from modules import call_queue, devices, processing, progress
     start = importlib.import_module("hypernetwork_ext_patches.webui_training").start_from_tab(
-        modules["shared"], processing, devices, ModelInfo, call_queue.queue_lock)
+        modules["shared"], processing, devices, ModelInfo, call_queue.queue_lock, progress)
     settings = TrainingSettings(data_dir=str(tmp_path / "data"), log_dir=str(tmp_path / "logs"), width=64, height=64,
                                 max_steps=2, batch_size=2, save_every=0, preview_every=0, learn_rate="1e-3")
-    reply = start("style", settings)
+    reply = start("style", settings, "task(abc)")
     assert "Training finished at step 2" in reply and files.load(folder / "style.pt").step == 2
+    assert progress.finished_tasks[-1] == "task(abc)" and progress.current_task is None
     call_queue.queue_lock.acquire()
     try:
         from hypernetwork_ext import ConfigError

@@ -11,7 +11,7 @@ from . import create_tab, train_tab
 
 def _start_training(folder: Path, model: str):
     """Standalone: train on the built-in model (or --model) and answer with the result and its chart."""
-    def start(name, settings):
+    def start(name, settings, task_id=None):
         import base64
         import io
 

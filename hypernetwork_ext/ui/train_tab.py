@@ -148,9 +148,11 @@ def load_settings(path: str | Path) -> tuple[list | None, str]:
         return None, f"Not loaded: {error}"
 
 
-def build(gr, hypernetwork_choices: Callable[[], list[str]], start: Callable[[str, TrainingSettings], str],
-          elem_prefix: str = "hnext_train"):
-    """The tab's content. ``start(hypernetwork_name, settings)`` runs training and returns an HTML reply."""
+def build(gr, hypernetwork_choices: Callable[[], list[str]], start: Callable[..., str],
+          elem_prefix: str = "hnext_train", progress_js: str | None = None):
+    """The tab's content. ``start(hypernetwork_name, settings, task_id)`` runs training and returns an HTML
+    reply. With ``progress_js`` (a page function that supplies a task id, as the WebUI's Train tab does),
+    a hidden first input carries the id and the host can report progress under it."""
     def eid(name):
         return f"{elem_prefix}_{name.replace('.', '_')}"
 
@@ -188,26 +190,31 @@ def build(gr, hypernetwork_choices: Callable[[], list[str]], start: Callable[[st
         train_button = gr.Button(value="Train", variant="primary", elem_id=eid("train"))
     messages["settings"] = gr.HTML(elem_id=eid("settings_message"))
     output = gr.HTML(elem_id=eid("output"))
+    task = gr.Textbox(visible=False, elem_id=eid("task_id"))
+    if progress_js:
+        gr.Gallery(label="Preview", show_label=False, elem_id=eid("gallery"))
+        gr.HTML(elem_id=eid("progress"))
 
     inputs = [components[f.key] for f in FIELDS]
     message_keys = ["hypernetwork"] + [f.key for f in FIELDS] + ["settings"]
 
-    def run(name, *values):
+    def run(task_id, name, *values):
         settings, errors = settings_from_values(list(values))
         if not name:
             errors["hypernetwork"] = "Choose a hypernetwork to train"
         if errors or settings is None:
             return [field_message(errors.get(key)) for key in message_keys] + ["Nothing was started: fix the marked inputs."]
         try:
-            reply = start(name, settings)
+            reply = start(name, settings, task_id or None)
         except (ConfigError, HypernetworkFileError) as error:
             key = getattr(error, "field", "settings")
             errors[key if key in message_keys else "settings"] = str(error)
             reply = "Training did not start."
         return [field_message(errors.get(key)) for key in message_keys] + [reply]
 
-    train_button.click(fn=run, inputs=[hypernetwork] + inputs,
-                       outputs=[messages[key] for key in message_keys] + [output])
+    click = {"_js": progress_js} if progress_js else {}
+    train_button.click(fn=run, inputs=[task, hypernetwork] + inputs,
+                       outputs=[messages[key] for key in message_keys] + [output], **click)
     refresh.click(fn=lambda: gr.update(choices=hypernetwork_choices()), inputs=[], outputs=[hypernetwork])
     save_button.click(fn=lambda path, *values: html.escape(save_settings(list(values), path)),
                       inputs=[settings_file] + inputs, outputs=[messages["settings"]])
