@@ -343,9 +343,9 @@ def scan_folder(data_dir: str | Path, *, width: int, height: int, no_crop: bool,
         report.used.append(str(path))
         for note in notes + ([caption_note] if caption_note else []):
             report.notes.append(Problem(str(path), note))
-    skipped_stems = {Path(problem.path).stem for problem in report.skipped}
+    known_stems = image_stems | {Path(problem.path).stem for problem in report.skipped}
     for path in entries:  # captions are used with their image; a caption for nothing is worth a word
-        if path.suffix.lower() == ".txt" and path.stem not in image_stems | skipped_stems:
+        if path.suffix.lower() == ".txt" and path.stem not in known_stems:
             report.skipped.append(Problem(str(path), "a text file with no image of the same name"))
     if not examples:
         raise ConfigError("data_dir", f"No usable images in {str(data_dir)!r}: " + (
