@@ -45,7 +45,7 @@ class LoadedHypernetwork:
         return self
 
     def shorthash(self):
-        return files.shorthash(self.filename)
+        return _shorthash(self.filename)
 
     def transform(self):
         if self.network is not None:
@@ -173,6 +173,22 @@ def _in_float32(applier, context_k, context_v):
         return applier(context_k, context_v)
     k, v = applier(context_k.float(), context_v.float() if context_v is not context_k else None)
     return k.to(dtype), v.to(dtype)
+
+
+_HASHES: dict[tuple[str, float], str] = {}
+
+
+def _shorthash(path: str) -> str:
+    """The WebUI's 10-hex hash of a file, computed once per file version (hashing is a full read)."""
+    key = (path, os.path.getmtime(path))
+    if key not in _HASHES:
+        _HASHES[key] = files.shorthash(path)
+    return _HASHES[key]
+
+
+def generation_info(hypernetworks) -> str:
+    """``name: hash`` for each applied hypernetwork, for the image's generation parameters."""
+    return ", ".join(f"{h.name}: {h.shorthash()}" for h in hypernetworks if isinstance(h, LoadedHypernetwork))
 
 
 def _member_names(spec):

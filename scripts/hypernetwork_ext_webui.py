@@ -88,14 +88,22 @@ if served is not None:
     script_callbacks.on_ui_train_tabs(on_ui_train_tabs)
 
 
-class HypernetworkApplyForge(scripts.Script):
-    """Forge and reForge only: puts the loaded hypernetworks into their UNet before every sampling pass."""
+class HypernetworkExtension(scripts.Script):
+    """Per generation: records which hypernetworks were applied (name and hash; the prompt tags keep
+    name and strength), and on Forge and reForge puts them into the UNet before every sampling pass."""
 
     def title(self):
-        return "Hypernetworks (Forge)"
+        return "Hypernetworks"
 
     def show(self, is_img2img):
         return scripts.AlwaysVisible
+
+    def after_extra_networks_activate(self, p, *args, **kwargs):
+        if served is not None and shared.loaded_hypernetworks:
+            info = importlib.import_module("hypernetwork_ext_patches.hypernetworks_a1111").generation_info(
+                shared.loaded_hypernetworks)
+            if info:
+                p.extra_generation_params["Hypernet hashes"] = info
 
     def process_before_every_sampling(self, p, *args, **kwargs):
         if served is not None:

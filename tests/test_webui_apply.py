@@ -166,7 +166,7 @@ def test_forge_applies_through_the_unet_patcher(webui_env):
     p = types.SimpleNamespace(sd_model=types.SimpleNamespace(forge_objects=types.SimpleNamespace(unet=base)))
     with torch.no_grad():
         before = forge_attention(attn, x, context, p.sd_model.forge_objects.unet, "attn2_patch")
-        entry.HypernetworkApplyForge().process_before_every_sampling(p)
+        entry.HypernetworkExtension().process_before_every_sampling(p)
         patched = p.sd_model.forge_objects.unet
         after = forge_attention(attn, x, context, patched, "attn2_patch")
         expected = modules["attention"].scaled_dot_product_attention_forward(attn, x, context)  # A1111's result
@@ -182,5 +182,16 @@ def test_forge_script_does_nothing_on_a1111(webui_env):
     entry = webui.load_extension()
     modules["hypernetwork"].load_hypernetworks(["style"])
     p = types.SimpleNamespace(sd_model=types.SimpleNamespace())  # no forge_objects: A1111 applies them itself
-    entry.HypernetworkApplyForge().process_before_every_sampling(p)
+    entry.HypernetworkExtension().process_before_every_sampling(p)
     assert not hasattr(p.sd_model, "forge_objects")
+
+
+def test_generation_info_records_name_and_hash(webui_env):
+    import types
+    modules, folder, _ = webui_env
+    path = _network(folder, "style")
+    entry = webui.load_extension()
+    modules["hypernetwork"].load_hypernetworks(["style"], [0.7])
+    p = types.SimpleNamespace(extra_generation_params={})
+    entry.HypernetworkExtension().after_extra_networks_activate(p)
+    assert p.extra_generation_params["Hypernet hashes"] == f"style: {files.shorthash(path)}"

@@ -36,5 +36,8 @@ class Script:
     def show(self, is_img2img):
         return True
 
+    def after_extra_networks_activate(self, p, *args, **kwargs):
+        pass
+
     def process_before_every_sampling(self, p, *args, **kwargs):
         pass
