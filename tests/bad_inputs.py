@@ -1,0 +1,145 @@
+"""The catalogue of bad inputs: each row is an input a user could give, how to give it, and the message
+it must produce. `tests/test_bad_inputs.py` runs every row; `python tests/bad_inputs.py` writes the
+table in docs/bad-inputs.md from the same rows (a test checks that the file is up to date)."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from hypernetwork_ext import Hypernetwork, HypernetworkConfig, files
+from hypernetwork_ext.config import parse_dropout_structure, parse_layer_structure, parse_name
+from hypernetwork_ext.training import TrainingSettings
+from hypernetwork_ext.training.dataset import read_template, scan_folder
+from hypernetwork_ext.training.schedule import StepSchedule
+
+
+@dataclass(frozen=True)
+class Row:
+    group: str
+    what: str
+    run: Callable[[Path], object]  # raises; the message must contain `expect`
+    expect: str
+
+
+def _file(content: bytes, name="bad.pt"):
+    def run(tmp: Path):
+        path = tmp / name
+        path.write_bytes(content)
+        return files.load(path)
+    return run
+
+
+def _saved(mutate, name="n.pt"):
+    def run(tmp: Path):
+        data = files.to_webui_dict(Hypernetwork.create(HypernetworkConfig(sizes=(16,)), "n", seed=1))
+        mutate(data)
+        torch.save(data, tmp / name)
+        return files.load(tmp / name)
+    return run
+
+
+def _code_pickle(tmp: Path):
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch {tmp / 'marker'}",))
+    torch.save({16: Payload()}, tmp / "evil.pt")
+    return files.load(tmp / "evil.pt")
+
+
+def _zip_bomb(tmp: Path):
+    path = tmp / "bomb.pt"
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("archive/data.pkl", b"\0" * 50_000_000)
+    return files.load(path)
+
+
+def _folder(setup):
+    def run(tmp: Path):
+        folder = tmp / "data"
+        setup(folder)
+        return scan_folder(folder, width=64, height=64, no_crop=True, use_alpha=False)
+    return run
+
+
+def _settings(data):
+    def run(tmp: Path):
+        (tmp / "s.json").write_text(data if isinstance(data, str) else json.dumps(data))
+        return TrainingSettings.load(tmp / "s.json")
+    return run
+
+
+def _template(text):
+    def run(tmp: Path):
+        return read_template(text)
+    return run
+
+
+ROWS: list[Row] = [
+    Row("layer structure", "empty", lambda t: parse_layer_structure(""), "Layer structure is empty"),
+    Row("layer structure", "letters", lambda t: parse_layer_structure("1, a, 1"), "entry 2 ('a') is not a number"),
+    Row("layer structure", "NaN", lambda t: parse_layer_structure("1, nan, 1"), "entry 2 ('nan') is not a finite number"),
+    Row("layer structure", "negative", lambda t: parse_layer_structure("1, -2, 1"), "entry 2 (-2) must be a positive number"),
+    Row("layer structure", "one entry", lambda t: parse_layer_structure("1"), "needs at least two entries"),
+    Row("layer structure", "first or last not 1", lambda t: parse_layer_structure("2, 2, 1"), "must start and end with 1"),
+    Row("dropout structure", "wrong length", lambda t: parse_dropout_structure("0, 0.3", (1, 2, 1)), "has 2 entries but the layer structure"),
+    Row("dropout structure", "letters", lambda t: parse_dropout_structure("0, x, 0", (1, 2, 1)), "entry 2 ('x') is not a number"),
+    Row("dropout structure", "NaN", lambda t: parse_dropout_structure("0, nan, 0", (1, 2, 1)), "is not a finite number"),
+    Row("dropout structure", "negative", lambda t: parse_dropout_structure("0, -0.1, 0", (1, 2, 1)), "must be at least 0 and below 1"),
+    Row("dropout structure", "1 or more", lambda t: parse_dropout_structure("0, 1, 0", (1, 2, 1)), "must be at least 0 and below 1"),
+    Row("dropout structure", "first not 0", lambda t: parse_dropout_structure("0.2, 0.1, 0", (1, 2, 1)), "entry 1 (0.2) must be 0"),
+    Row("name", "empty", lambda t: parse_name(""), "Name is empty"),
+    Row("name", "`../`", lambda t: parse_name("../x"), "contains a path separator"),
+    Row("name", "`/`", lambda t: parse_name("a/b"), "contains a path separator"),
+    Row("name", "NUL", lambda t: parse_name("a\0b"), "contains a path separator or control character"),
+    Row("name", "only symbols", lambda t: parse_name("!!!"), "needs at least one letter or digit"),
+    Row("name", "very long", lambda t: parse_name("x" * 200), "keep it under 150"),
+    Row("name", "reserved Windows name", lambda t: parse_name("CON"), "is reserved on Windows"),
+    Row("dataset", "missing folder", _folder(lambda f: None), "does not exist or is not a folder"),
+    Row("dataset", "empty folder", _folder(lambda f: f.mkdir()), "the folder is empty"),
+    Row("dataset", "only unusable files", _folder(lambda f: (f.mkdir(), (f / "a.bin").write_bytes(b"12"))), "No usable images"),
+    Row("training settings", "zero steps", lambda t: TrainingSettings(max_steps=0), "Max steps (0) must be at least 1"),
+    Row("training settings", "negative batch size", lambda t: TrainingSettings(batch_size=-1), "Batch size (-1) must be at least 1"),
+    Row("training settings", "negative interval", lambda t: TrainingSettings(save_every=-5), "Save every (-5) must be at least 0"),
+    Row("training settings", "schedule that does not parse", lambda t: StepSchedule.parse("fast", 100), "'fast' in entry 1 is not a number"),
+    Row("training settings", "schedule that goes backwards", lambda t: StepSchedule.parse("1e-3:100, 1e-4:50, 1e-5", 200), "is not after step 100"),
+    Row("training settings", "schedule that ends early", lambda t: StepSchedule.parse("1e-3:100", 200), "the schedule ends at step 100"),
+    Row("prompt template", "empty template", _template("   "), "The prompt template is empty"),
+    Row("prompt template", "missing template file", _template("nowhere.txt"), "does not exist"),
+    Row("settings JSON", "not JSON", _settings("{nope"), "not valid JSON"),
+    Row("settings JSON", "from a newer version", _settings({"version": 99}), "newer version"),
+    Row("settings JSON", "unknown keys", _settings({"colour": 1}), "unknown setting: colour"),
+    Row("hypernetwork file", "empty", _file(b""), "the file is empty"),
+    Row("hypernetwork file", "random bytes", _file(bytes(range(256)) * 4), "truncated, damaged or not a torch file"),
+    Row("hypernetwork file", "truncated", lambda t: (_saved(lambda d: None)(t), (t / "n.pt").write_bytes((t / "n.pt").read_bytes()[:500]), files.load(t / "n.pt")), "truncated"),
+    Row("hypernetwork file", "a checkpoint instead", _saved(lambda d: (d.clear(), d.update({"state_dict": {}}))), "this is a Stable Diffusion checkpoint"),
+    Row("hypernetwork file", "an embedding instead", _saved(lambda d: (d.clear(), d.update({"string_to_param": {}}))), "textual-inversion embedding"),
+    Row("hypernetwork file", "a pickle that would run code", _code_pickle, "not plain weights"),
+    Row("hypernetwork file", "a zip bomb", _zip_bomb, "compressed records"),
+    Row("hypernetwork file", "mismatched sizes", _saved(lambda d: d.update({"layer_structure": [1, 3, 1]})), "has shape [32, 16] but"),
+]
+
+
+def render() -> str:
+    lines = ["# Bad inputs and their messages", "",
+             "Generated from `tests/bad_inputs.py` by `python tests/bad_inputs.py`; `tests/test_bad_inputs.py` runs "
+             "every row and checks this file is current.", "",
+             f"{len(ROWS)} rows.", "", "| input | case | message contains |", "|---|---|---|"]
+    for row in ROWS:
+        expect = row.expect.replace("|", "\\|")
+        lines.append(f"| {row.group} | {row.what} | {expect} |")
+    return "\n".join(lines) + "\n"
+
+
+DOC = Path(__file__).resolve().parent.parent / "docs" / "bad-inputs.md"
+
+if __name__ == "__main__":
+    DOC.write_text(render(), encoding="utf-8")
+    print(f"wrote {DOC} ({len(ROWS)} rows)")
