@@ -116,6 +116,8 @@ ROWS: list[Row] = [
     Row("settings JSON", "not JSON", _settings("{nope"), "not valid JSON"),
     Row("settings JSON", "from a newer version", _settings({"version": 99}), "newer version"),
     Row("settings JSON", "unknown keys", _settings({"colour": 1}), "unknown setting: colour"),
+    Row("settings JSON", "text where a number belongs", _settings({"tag_dropout": "lots"}), "wrong kind"),
+    Row("settings JSON", "text in a switched-off part", _settings({"cosine": {"min_rate": "x"}}), "Cosine min rate must be a number"),
     Row("hypernetwork file", "empty", _file(b""), "the file is empty"),
     Row("hypernetwork file", "random bytes", _file(bytes(range(256)) * 4), "truncated, damaged or not a torch file"),
     Row("hypernetwork file", "truncated", lambda t: (_saved(lambda d: None)(t), (t / "n.pt").write_bytes((t / "n.pt").read_bytes()[:500]), files.load(t / "n.pt")), "truncated"),

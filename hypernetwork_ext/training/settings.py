@@ -125,6 +125,8 @@ class TrainingSettings:
             object.__setattr__(self, "preview", _nested(PreviewSettings, self.preview, "preview"))
         if isinstance(self.cosine, dict):
             object.__setattr__(self, "cosine", _nested(CosineSettings, self.cosine, "cosine"))
+        for section in ("preview", "cosine"):  # numbers must be numbers even in parts that are switched off
+            _check_numbers(getattr(self, section), section)
         if self.preview.steps < 1:
             raise ConfigError("preview.steps", f"Preview steps ({self.preview.steps}) must be at least 1")
         if self.preview.width % 8 or self.preview.height % 8 or self.preview.width < 8 or self.preview.height < 8:
@@ -187,8 +189,10 @@ class TrainingSettings:
             raise HypernetworkFileError(path, f"not valid JSON (line {error.lineno}: {error.msg})") from error
         try:
             return cls.from_dict(data)
-        except (ConfigError, TypeError) as error:
+        except ConfigError as error:
             raise HypernetworkFileError(path, str(error)) from error
+        except (TypeError, ValueError, AttributeError) as error:  # a value of the wrong kind, e.g. "fast" for a rate
+            raise HypernetworkFileError(path, f"a setting has a value of the wrong kind ({error})") from error
 
     def updated(self, **changes) -> "TrainingSettings":
         return replace(self, **changes)
@@ -204,6 +208,24 @@ def _whole(value, name: str) -> int:
     if not math.isfinite(number) or number != int(number):
         raise ConfigError(name, f"{_label(name)} must be a whole number, got {value!r}")
     return int(number)
+
+
+def _check_numbers(section, prefix: str) -> None:
+    for item in fields(section):
+        default, value = item.default, getattr(section, item.name)
+        if isinstance(default, bool) or not isinstance(default, (int, float)):
+            continue
+        name = f"{prefix}.{item.name}"
+        if isinstance(default, int):
+            object.__setattr__(section, item.name, _whole(value, name))
+        else:
+            try:
+                number = float(value)
+            except (TypeError, ValueError):
+                raise ConfigError(name, f"{_label(name)} must be a number, got {value!r}") from None
+            if not math.isfinite(number):
+                raise ConfigError(name, f"{_label(name)} must be a finite number, got {value!r}")
+            object.__setattr__(section, item.name, number)
 
 
 def _choice(value, options, name):
