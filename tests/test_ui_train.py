@@ -64,3 +64,23 @@ def test_the_app_has_both_tabs(tmp_path):
     app = build_app(tmp_path / "hypernetworks")
     config = str(app.get_config_file())
     assert "Create Beta hypernetwork" in config and "Train_Gamma" in config and "hnext_train_learn_rate" in config
+    assert "hnext_generate_strength" in config
+
+
+def test_generate_shows_the_hypernetwork_at_its_strength(tmp_path):
+    import numpy as np
+    from hypernetwork_ext.ui.generate_tab import make_generate
+    from training_helpers import make_network, tiny_adapter
+    folder = tmp_path / "hypernetworks"
+    folder.mkdir()
+    make_network(folder / "style.pt", activation="relu", init_std=0.3)
+    adapter = tiny_adapter()
+    generate = make_generate(folder, lambda: adapter)
+    args = ("a cat", "", 4, 5.0, 3, 64, 64)
+    plain, message = generate("", 1.0, *args)
+    zero, _ = generate("style", 0.0, *args)
+    full, text = generate("style", 1.0, *args)
+    assert "no hypernetwork" in message and "style at strength 1" in text
+    assert np.array_equal(np.asarray(plain), np.asarray(zero))  # strength 0 is no hypernetwork
+    assert not np.array_equal(np.asarray(plain), np.asarray(full))
+    assert generate("missing", 1.0, *args)[0] is None

@@ -6,7 +6,7 @@ import html
 import os
 from pathlib import Path
 
-from . import create_tab, train_tab
+from . import create_tab, generate_tab, train_tab
 
 
 def _start_training(folder: Path, model: str):
@@ -42,11 +42,26 @@ def build_app(folder: str | Path, model: str = "tiny"):
         gr.Markdown(f"Hypernetworks are read from and written to `{folder.resolve()}`.")
         with gr.Tab("Create Beta hypernetwork"):
             create_tab.build(gr, lambda: str(folder))
+        def names():
+            return sorted({p.name.split(".")[0] for p in folder.iterdir() if p.suffix in (".pt", ".safetensors")})
+
         with gr.Tab("Train_Gamma"):
-            train_tab.build(gr, lambda: sorted({p.name.split(".")[0] for p in folder.iterdir()
-                                                 if p.suffix in (".pt", ".safetensors")}),
-                            _start_training(folder, model))
+            train_tab.build(gr, names, _start_training(folder, model))
+        with gr.Tab("Generate"):
+            generate_tab.build(gr, names, generate_tab.make_generate(folder, _cached_adapter(model)))
     return app
+
+
+def _cached_adapter(model: str):
+    """The model for the Generate tab, loaded on first use."""
+    cache = {}
+
+    def get():
+        if "adapter" not in cache:
+            from ..train_cli import load_adapter
+            cache["adapter"] = load_adapter(model, "auto")[0]
+        return cache["adapter"]
+    return get
 
 
 def launch(folder: str | Path, port: int, block: bool = True, model: str = "tiny"):

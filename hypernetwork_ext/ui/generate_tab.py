@@ -1,0 +1,72 @@
+"""Generate: see a hypernetwork at work (standalone app): one image with a network at a strength."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from .. import files
+from ..adapters.base import PreviewRequest
+from ..applier import FastApplier
+from ..errors import HypernetworkError
+from ..stack import Applied
+
+
+def make_generate(folder: Path, adapter: Callable[[], object]):
+    """``generate(name, strength, prompt, negative, steps, cfg, seed, width, height) -> (image, message)``."""
+
+    def generate(name, strength, prompt, negative_prompt, steps, cfg_scale, seed, width, height):
+        model = adapter()
+        transform, label = None, "no hypernetwork"
+        if name:
+            path = next((p for p in sorted(Path(folder).glob(f"{name}.*")) if p.suffix in (".pt", ".safetensors")), None)
+            if path is None:
+                return None, f"{name} was not found in {folder}"
+            try:
+                transform = Applied(files.load(path).to(model.device), float(strength))
+            except HypernetworkError as error:
+                return None, str(error)
+            label = f"{name} at strength {float(strength):g}"
+        request = PreviewRequest(prompt=prompt or "", negative_prompt=negative_prompt or "", steps=int(steps),
+                                 cfg_scale=float(cfg_scale), seed=int(seed), width=int(width), height=int(height))
+        undo = model.attach(FastApplier(transform))
+        try:
+            with torch.no_grad():
+                image = model.render_preview(request)
+        finally:
+            undo()
+        return image, f"Generated with {label}, seed {int(seed)}"
+
+    return generate
+
+
+def build(gr, hypernetwork_choices: Callable[[], list[str]], generate, elem_prefix: str = "hnext_generate"):
+    def eid(name):
+        return f"{elem_prefix}_{name}"
+
+    with gr.Row():
+        with gr.Column():
+            with gr.Row():
+                name = gr.Dropdown(label="Hypernetwork", choices=[""] + hypernetwork_choices(), value="",
+                                   elem_id=eid("hypernetwork"))
+                refresh = gr.Button(value="\U0001f504", elem_id=eid("refresh"))
+            strength = gr.Slider(label="Hypernetwork strength", minimum=0, maximum=2, step=0.05, value=1.0,
+                                 elem_id=eid("strength"))
+            prompt = gr.Textbox(label="Prompt", elem_id=eid("prompt"))
+            negative = gr.Textbox(label="Negative prompt", elem_id=eid("negative"))
+            with gr.Row():
+                steps = gr.Number(label="Steps", value=20, precision=0, elem_id=eid("steps"))
+                cfg = gr.Number(label="CFG scale", value=7.0, elem_id=eid("cfg"))
+                seed = gr.Number(label="Seed", value=1, precision=0, elem_id=eid("seed"))
+            with gr.Row():
+                width = gr.Number(label="Width", value=64, precision=0, elem_id=eid("width"))
+                height = gr.Number(label="Height", value=64, precision=0, elem_id=eid("height"))
+            button = gr.Button(value="Generate", variant="primary", elem_id=eid("button"))
+        with gr.Column():
+            image = gr.Image(label="Result", elem_id=eid("image"))
+            message = gr.HTML(elem_id=eid("message"))
+    button.click(fn=generate, inputs=[name, strength, prompt, negative, steps, cfg, seed, width, height],
+                 outputs=[image, message])
+    refresh.click(fn=lambda: gr.update(choices=[""] + hypernetwork_choices()), inputs=[], outputs=[name])
