@@ -149,17 +149,22 @@ def run_training(args) -> None:
     if not Path(args.hypernetwork).is_file():
         raise ConfigError("hypernetwork", f"--hypernetwork {args.hypernetwork!r} does not exist; create one with "
                                           f"`python -m hypernetwork_ext create NAME --out PATH`")
-    adapter, demonstration = load_adapter(args.model, args.device)
-    if demonstration:
+    from .training.distributed import from_environment
+    distributed, device = from_environment(args.device)  # several processes under accelerate launch / torchrun
+    adapter, demonstration = load_adapter(args.model, str(device) if device is not None else args.device)
+    if demonstration and distributed.is_main:
         print(DEMO_NOTICE)
-    result, chart = _train_with_progress(adapter, args.hypernetwork, settings, resume=args.resume, out=args.out)
-    _print_result(result, chart)
+    result, chart = _train_with_progress(adapter, args.hypernetwork, settings, resume=args.resume, out=args.out,
+                                         distributed=distributed)
+    if distributed.is_main:
+        _print_result(result, chart)
 
 
-def _train_with_progress(adapter, hypernetwork, settings, resume=None, out=None, log_dir=None):
+def _train_with_progress(adapter, hypernetwork, settings, resume=None, out=None, log_dir=None, distributed=None):
     from tqdm import tqdm
 
-    bar = tqdm(total=settings.max_steps, unit="step", dynamic_ncols=True, file=sys.stdout)
+    main = distributed is None or distributed.is_main
+    bar = tqdm(total=settings.max_steps, unit="step", dynamic_ncols=True, file=sys.stdout, disable=not main)
     last_loss = []
 
     def progress(step, total):
@@ -170,9 +175,11 @@ def _train_with_progress(adapter, hypernetwork, settings, resume=None, out=None,
     callbacks = Callbacks(status=bar.write, progress=progress, loss=lambda point: last_loss.append(point.loss))
     try:
         result = train(adapter, hypernetwork, settings, output_path=out, resume_from=resume, callbacks=callbacks,
-                       log_dir=log_dir)
+                       log_dir=log_dir, distributed=distributed)
     finally:
         bar.close()
+    if not main:
+        return result, None
     from .training.chart import save_chart
     chart = save_chart(result.losses, result.log_dir / "loss_chart.png",
                        f"{Path(result.output_path).stem}: loss and learning rate")

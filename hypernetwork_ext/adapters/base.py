@@ -31,6 +31,7 @@ class PreviewRequest:
 class ModelAdapter(Protocol):
     device: torch.device
     dtype: torch.dtype  # the dtype the model computes in
+    num_timesteps: int  # diffusion timesteps the model was trained with (e.g. 1000)
 
     def encode_images(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, 3, H, W) in [-1, 1] -> latent mean and std, (B, C, H/8, W/8), already scaled."""
@@ -38,8 +39,10 @@ class ModelAdapter(Protocol):
     def encode_text(self, captions: list[str]) -> torch.Tensor:
         """Captions -> conditioning (B, tokens, width)."""
 
-    def loss(self, latents: torch.Tensor, cond: torch.Tensor, weights: torch.Tensor | None, kind: str) -> torch.Tensor:
-        """The diffusion loss (a scalar) with the hypernetwork active; ``kind`` is simple, vlb or full."""
+    def loss(self, latents: torch.Tensor, cond: torch.Tensor, weights: torch.Tensor | None, kind: str,
+             t: torch.Tensor | None = None, noise: torch.Tensor | None = None) -> torch.Tensor:
+        """The diffusion loss (a scalar) with the hypernetwork active; ``kind`` is simple, vlb or full.
+        ``t`` (timesteps) and ``noise`` are drawn here when not given."""
 
     def attach(self, applier: FastApplier) -> Callable[[], None]:
         """Apply ``applier`` inside every attention layer; returns the undo."""

@@ -78,6 +78,10 @@ class DiffusersAdapter:
         self.lvlb = lvlb_weights(noise_scheduler.betas, self.v_prediction)
         self.scaling = getattr(vae.config, "scaling_factor", 0.18215)
 
+    @property
+    def num_timesteps(self) -> int:
+        return len(self.alphas_cumprod)
+
     def encode_images(self, pixels):
         with torch.no_grad():
             dist = self.vae.encode(pixels.to(self.device, next(self.vae.parameters()).dtype)).latent_dist
@@ -88,11 +92,13 @@ class DiffusersAdapter:
             ids = self.tokenize(list(captions)).to(next(self.text_encoder.parameters()).device)
             return self.text_encoder(ids)[0]
 
-    def loss(self, latents, cond, weights, kind):
+    def loss(self, latents, cond, weights, kind, t=None, noise=None):
         latents = latents.to(self.device, self.dtype)
         cond = cond.to(self.device, self.dtype)
-        t = torch.randint(0, len(self.alphas_cumprod), (latents.shape[0],), device=self.device)
-        noise = torch.randn_like(latents)
+        if t is None:
+            t = torch.randint(0, len(self.alphas_cumprod), (latents.shape[0],), device=self.device)
+        t = t.to(self.device)
+        noise = torch.randn_like(latents) if noise is None else noise.to(latents.device, latents.dtype)
         a = self.alphas_cumprod.to(self.device)[t].view(-1, 1, 1, 1)
         noisy = (a.sqrt() * latents.float() + (1 - a).sqrt() * noise.float()).to(self.dtype)
         output = self.unet(noisy, t, encoder_hidden_states=cond).sample

@@ -57,6 +57,10 @@ class LdmAdapter:
         self.device = torch.device(device) if device is not None else next(model.model.parameters()).device
         self.dtype = next(model.model.parameters()).dtype
 
+    @property
+    def num_timesteps(self) -> int:
+        return self.model.num_timesteps
+
     def encode_images(self, pixels):
         with torch.no_grad():
             first_stage = self.model.first_stage_model
@@ -68,12 +72,14 @@ class LdmAdapter:
         with torch.no_grad():
             return self.model.get_learned_conditioning(list(captions))
 
-    def loss(self, latents, cond, weights, kind):
+    def loss(self, latents, cond, weights, kind, t=None, noise=None):
         model = self.model
         latents = latents.to(self.device, self.dtype)
         cond = cond.to(self.device, self.dtype)
-        t = torch.randint(0, model.num_timesteps, (latents.shape[0],), device=self.device)
-        noise = torch.randn_like(latents)
+        if t is None:
+            t = torch.randint(0, model.num_timesteps, (latents.shape[0],), device=self.device)
+        t = t.to(self.device)
+        noise = torch.randn_like(latents) if noise is None else noise.to(latents.device, latents.dtype)
         x_noisy = model.q_sample(x_start=latents, t=t, noise=noise)
         with size_tolerant_unet():
             output = model.apply_model(x_noisy, t, cond)

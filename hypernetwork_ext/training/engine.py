@@ -35,6 +35,7 @@ from ..errors import ConfigError, HypernetworkError
 from ..network import Hypernetwork
 from ..stack import Applied
 from .dataset import TrainingDataset, encode_latents, read_template, scan_folder
+from .distributed import SingleProcess
 from .optimizers import build_optimizer
 from .settings import TrainingSettings
 
@@ -92,9 +93,13 @@ class ModelInfo:
 
 def train(adapter, hypernetwork_path: str | Path, settings: TrainingSettings, *, output_path: str | Path | None = None,
           resume_from: str | Path | None = None, callbacks: Callbacks | None = None,
-          model_info: ModelInfo = ModelInfo(), log_dir: str | Path | None = None) -> TrainingResult:
-    """Train the hypernetwork at ``hypernetwork_path`` (or continue ``resume_from``, a saved copy)."""
-    callbacks = callbacks or Callbacks()
+          model_info: ModelInfo = ModelInfo(), log_dir: str | Path | None = None,
+          distributed=None) -> TrainingResult:
+    """Train the hypernetwork at ``hypernetwork_path`` (or continue ``resume_from``, a saved copy).
+    With ``distributed`` (see distributed.py) this process trains its share of every global batch."""
+    distributed = distributed or SingleProcess()
+    main = distributed.is_main
+    callbacks = (callbacks or Callbacks()) if main else Callbacks()
     started = time.monotonic()
     source = Path(resume_from or hypernetwork_path)
     output_path = Path(output_path or hypernetwork_path)
@@ -115,7 +120,8 @@ def train(adapter, hypernetwork_path: str | Path, settings: TrainingSettings, *,
                                    no_crop=settings.no_crop, use_alpha=settings.use_alpha_weight)
     for problem in report.skipped:
         callbacks.say(f"Skipped {problem.path}: {problem.reason}")
-    dataset = TrainingDataset(examples, report, batch_size=settings.batch_size, grad_accum=settings.grad_accum,
+    share = settings.batch_size  # images per micro-batch in this process; the global batch is share * world size
+    dataset = TrainingDataset(examples, report, batch_size=share * distributed.world_size, grad_accum=settings.grad_accum,
                               templates=templates, name=name, seed=settings.dataset_seed,
                               shuffle_tags=settings.shuffle_tags, tag_dropout=settings.tag_dropout,
                               flip=settings.flip, latent_sampling=settings.latent_sampling, repeats=settings.repeats)
@@ -125,13 +131,15 @@ def train(adapter, hypernetwork_path: str | Path, settings: TrainingSettings, *,
     if settings.unload_models_when_training:
         adapter.set_encoders_device("cpu")
 
-    # ---- files ----------------------------------------------------------------------------
-    (log_dir / "hypernetworks").mkdir(parents=True, exist_ok=True)
-    settings.save(log_dir / "settings.json")
+    # ---- files (the main process alone writes) -------------------------------------------
     csv_path = log_dir / "hypernetwork_loss.csv"
-    _truncate_csv(csv_path, network.step)  # a resumed run continues the log; a new run starts it afresh
+    if main:
+        (log_dir / "hypernetworks").mkdir(parents=True, exist_ok=True)
+        settings.save(log_dir / "settings.json")
+        _truncate_csv(csv_path, network.step)  # a resumed run continues the log; a new run starts it afresh
     result = TrainingResult(network, output_path, log_dir, network.step, False, dataset_report=report)
-    if resume_from is None and output_path.resolve() == Path(hypernetwork_path).resolve() and output_path.exists():
+    if main and resume_from is None and output_path.resolve() == Path(hypernetwork_path).resolve() \
+            and output_path.exists():
         keep = log_dir / "hypernetworks" / f"{name}-{network.step}-start{output_path.suffix}"
         files.atomic_write_bytes(keep, output_path.read_bytes())  # the starting point survives the final overwrite
         sidecar = files.optimizer_sidecar_path(output_path)
@@ -158,10 +166,12 @@ def train(adapter, hypernetwork_path: str | Path, settings: TrainingSettings, *,
         callbacks.say(f"Mixed precision ({settings.mixed_precision}) needs a CUDA GPU; training in float32")
     undo_attach = adapter.attach(FastApplier(Applied(network, 1.0)))
     undo_checkpointing = adapter.gradient_checkpointing() if settings.gradient_checkpointing else (lambda: None)
-    board = _tensorboard(log_dir, callbacks) if settings.tensorboard else None
+    board = _tensorboard(log_dir, callbacks) if settings.tensorboard and main else None
     cuda_devices = [device.index or 0] if device.type == "cuda" else []
 
-    def save_copy(step: int) -> Path:
+    def save_copy(step: int) -> Path | None:
+        if not main:
+            return None
         network.sd_checkpoint, network.sd_checkpoint_name = model_info.shorthash, model_info.name
         path = files.save(network, log_dir / "hypernetworks" / f"{name}-{step}{output_path.suffix}")
         files.save_optimizer_state(path, optimizer_name, optimizer.state_dict())
@@ -171,6 +181,8 @@ def train(adapter, hypernetwork_path: str | Path, settings: TrainingSettings, *,
         return path
 
     def preview(step: int, caption: str) -> None:
+        if not main:
+            return
         p = settings.preview
         seed = p.seed if p.seed >= 0 else int.from_bytes(os.urandom(4), "little")
         request = _preview_request(settings, caption, seed)
@@ -196,7 +208,7 @@ def train(adapter, hypernetwork_path: str | Path, settings: TrainingSettings, *,
                   f"{dataset.steps_per_epoch} steps per epoch")
     try:
         while step < settings.max_steps:
-            if callbacks.should_stop and callbacks.should_stop():
+            if _agreed(distributed, bool(callbacks.should_stop and callbacks.should_stop())):
                 result.interrupted = True
                 callbacks.say(f"Interrupted at step {step}")
                 break
@@ -207,19 +219,27 @@ def train(adapter, hypernetwork_path: str | Path, settings: TrainingSettings, *,
             micro_batches = dataset.micro_batches(step)
             caption = ""
             for micro, indices in enumerate(micro_batches):
-                batch = dataset.materialize(indices, step, micro)
+                batch = dataset.materialize(indices, step, micro)  # the global batch; this process takes its share
                 caption = caption or batch.captions[0]
-                cond = text(batch.captions)
+                mine = slice(distributed.rank * share, (distributed.rank + 1) * share)
+                cond = text(batch.captions[mine])
                 with torch.random.fork_rng(devices=cuda_devices):
                     torch.manual_seed(_seed(settings.seed, step, micro))
+                    t = torch.randint(0, adapter.num_timesteps, (batch.latents.shape[0],))[mine]
+                    noise = torch.randn(batch.latents.shape)[mine]
+                    weights = batch.weights[mine] if batch.weights is not None else None
                     with autocast():
-                        loss = adapter.loss(batch.latents, cond, batch.weights, settings.loss)
+                        loss = adapter.loss(batch.latents[mine], cond, weights, settings.loss, t=t, noise=noise)
                     if not loss.requires_grad:
                         raise ConfigError("hypernetwork", f"{name} has no module for any attention width of this "
                                                           f"model (its modules: {', '.join(map(str, network.sizes))})")
                     scaled = loss / len(micro_batches)
                     (scaler.scale(scaled) if scaler else scaled).backward()
                 step_loss += loss.item() / len(micro_batches)
+            if distributed.world_size > 1:
+                shared = [p.grad for p in parameters if p.grad is not None] + [torch.tensor([step_loss], device=device)]
+                distributed.average(shared)
+                step_loss = shared[-1].item()
             if scaler:
                 scaler.unscale_(optimizer)
             grads_ok = math.isfinite(step_loss) and _finite_gradients(parameters)
@@ -258,7 +278,7 @@ def train(adapter, hypernetwork_path: str | Path, settings: TrainingSettings, *,
             epoch, epoch_step = divmod(step - 1, dataset.steps_per_epoch)
             point = LossPoint(step, epoch + 1, epoch_step + 1, step_loss, rate)
             result.losses.append(point)
-            if settings.csv_every and step % settings.csv_every == 0:
+            if main and settings.csv_every and step % settings.csv_every == 0:
                 _append_csv(csv_path, point)
             if callbacks.loss:
                 callbacks.loss(point)
@@ -275,7 +295,7 @@ def train(adapter, hypernetwork_path: str | Path, settings: TrainingSettings, *,
                     (cycle_end and settings.cosine.preview_at_cycle_end):
                 preview(step, caption)
     except BaseException as error:
-        last = save_copy(step) if step > 0 else None
+        last = save_copy(step) if step > 0 and main else None
         where = f"; the last good weights are saved as {last}" if last else ""
         undo_checkpointing()
         undo_attach()
@@ -295,8 +315,10 @@ def train(adapter, hypernetwork_path: str | Path, settings: TrainingSettings, *,
     undo_attach()
     network.eval().requires_grad_(False)
     network.sd_checkpoint, network.sd_checkpoint_name = model_info.shorthash, model_info.name
-    files.save(network, output_path)
-    files.save_optimizer_state(output_path, optimizer_name, optimizer.state_dict())
+    if main:
+        files.save(network, output_path)
+        files.save_optimizer_state(output_path, optimizer_name, optimizer.state_dict())
+    distributed.barrier()  # every process returns only once the result is on disk
     result.steps_done = step
     result.seconds = time.monotonic() - started
     callbacks.say(f"Training {'interrupted' if result.interrupted else 'finished'} at step {step}; "
@@ -318,6 +340,15 @@ def _tensorboard(log_dir: Path, callbacks: Callbacks):
                       "training continues without it (pip install tensorboard)")
         return None
     return SummaryWriter(str(log_dir / "tensorboard"))
+
+
+def _agreed(distributed, flag: bool) -> bool:
+    """True when any process says so (an Interrupt on the main process stops them all)."""
+    if distributed.world_size == 1:
+        return flag
+    vote = torch.tensor([1.0 if flag else 0.0])
+    distributed.average([vote])
+    return vote.item() > 0
 
 
 def _finite_gradients(parameters) -> bool:
