@@ -86,6 +86,8 @@ served = _install(registry)
 script_callbacks.on_script_unloaded(registry.undo_all)
 if served is not None:
     script_callbacks.on_ui_train_tabs(on_ui_train_tabs)
+    script_callbacks.on_ui_settings(
+        lambda: importlib.import_module("hypernetwork_ext_patches.settings").register(shared, served))
 
 
 class HypernetworkExtension(scripts.Script):

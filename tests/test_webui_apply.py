@@ -195,3 +195,21 @@ def test_generation_info_records_name_and_hash(webui_env):
     p = types.SimpleNamespace(extra_generation_params={})
     entry.HypernetworkExtension().after_extra_networks_activate(p)
     assert p.extra_generation_params["Hypernet hashes"] == f"style: {files.shorthash(path)}"
+
+
+def test_settings_switch_the_fast_path(webui_env):
+    modules, folder, _ = webui_env
+    _network(folder, "lin")
+    entry = webui.load_extension()
+    modules["callbacks"].ui_settings_callback()
+    opts = modules["shared"].opts
+    assert opts.hypernetwork_ext_fast_apply is True and entry.served.applier.fast is True
+    opts.set("hypernetwork_ext_fast_apply", False)  # Settings -> Apply
+    assert entry.served.applier.fast is False
+    modules["hypernetwork"].load_hypernetworks(["lin"], [0.5])
+    context = torch.randn(1, 4, 32)
+    with torch.no_grad():
+        slow, _ = modules["hypernetwork"].apply_hypernetworks(modules["shared"].loaded_hypernetworks, context)
+        opts.set("hypernetwork_ext_fast_apply", True)
+        fast, _ = modules["hypernetwork"].apply_hypernetworks(modules["shared"].loaded_hypernetworks, context)
+    assert torch.allclose(slow, fast, atol=1e-6)

@@ -24,6 +24,11 @@ def on_ui_train_tabs(callback, *, name=None):
     _register("ui_train_tabs", callback, name)
 
 
+def ui_settings_callback():
+    for callback in callbacks["ui_settings"]:
+        callback()
+
+
 def script_unloaded_callback():
     for callback in reversed(callbacks["script_unloaded"]):
         callback()

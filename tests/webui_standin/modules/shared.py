@@ -5,6 +5,12 @@ cmd_opts = argparse.Namespace(hypernetwork_dir="", disable_safe_unpickle=False, 
                               lowvram=False)
 
 
+class OptionInfo:
+    def __init__(self, default=None, label="", component=None, component_args=None, onchange=None, section=None,
+                 **kwargs):
+        self.default, self.label, self.onchange, self.section = default, label, onchange, section
+
+
 class Options:
     def __init__(self):
         self.data = {"sd_hypernetwork": "None", "extra_networks_default_multiplier": 1.0}
@@ -13,6 +19,17 @@ class Options:
     def add_option(self, key, info):
         self.data_labels[key] = info
         self.data.setdefault(key, info.default)
+
+    def onchange(self, key, func, call=True):
+        self.data_labels[key].onchange = func
+        if call:
+            func()
+
+    def set(self, key, value):
+        self.data[key] = value
+        callback = getattr(self.data_labels.get(key), "onchange", None)
+        if callback:
+            callback()
 
     def __getattr__(self, item):
         data = self.__dict__.get("data", {})
