@@ -12,6 +12,7 @@ Safety rules, kept in this one file:
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import io
 import json
@@ -20,6 +21,7 @@ import os
 import pickle
 import re
 import tempfile
+import time
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -52,6 +54,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
+        _remove_stale_temporaries(path)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     except OSError as error:
         raise HypernetworkFileError(path, f"cannot write here ({error.strerror or error}); nothing was changed") from error
@@ -75,6 +78,20 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
             os.close(dir_fd)
     except OSError:
         pass
+
+
+STALE_TEMPORARY_SECONDS = 3600
+
+
+def _remove_stale_temporaries(path: Path) -> None:
+    """Temporary files of this target left by a process that was killed mid-write (an hour old or more)."""
+    limit = time.time() - STALE_TEMPORARY_SECONDS
+    for leftover in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        try:
+            if leftover.stat().st_mtime < limit:
+                leftover.unlink()
+        except OSError:
+            pass
 
 
 def torch_pickle_bytes(obj: Any) -> bytes:

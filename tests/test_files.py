@@ -263,3 +263,14 @@ def test_failed_write_keeps_the_old_file_and_says_so(tmp_path, make_network, mon
 def test_unknown_extension_is_refused(tmp_path, make_network):
     with pytest.raises(HypernetworkFileError, match="ending in .pt or .safetensors"):
         save(make_network(seed=1), tmp_path / "n.bin")
+
+
+def test_stale_temporaries_of_a_killed_writer_are_cleaned_up(tmp_path, make_network):
+    stale = tmp_path / ".n.pt.abc123.tmp"
+    fresh = tmp_path / ".n.pt.def456.tmp"  # may belong to a writer that is still running
+    stale.write_bytes(b"half")
+    fresh.write_bytes(b"half")
+    old = stale.stat().st_mtime - 2 * files.STALE_TEMPORARY_SECONDS
+    os.utime(stale, (old, old))
+    save(make_network(seed=1), tmp_path / "n.pt")
+    assert not stale.exists() and fresh.exists()
