@@ -7,3 +7,7 @@ PYTHON="${PYTHON:-python3}"
 .venv/bin/python -m pip install -q --disable-pip-version-check -c constraints.txt -e ".[test]"
 # stable-diffusion-sdkit pins its own torch; install it alone, without dependencies.
 .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps -c constraints.txt stable-diffusion-sdkit==2.1.5
+# A second environment with Gradio 4 (Forge's version), where a test builds and serves the same tabs.
+[ -x .venv-gradio4/bin/python ] || "$PYTHON" -m venv .venv-gradio4
+.venv-gradio4/bin/python -m pip install -q --disable-pip-version-check -c constraints-gradio4.txt \
+    torch gradio fastapi httpx huggingface_hub pydantic "numpy<2" safetensors tqdm Pillow
