@@ -35,9 +35,10 @@ def stem(path: str) -> str:
 class LoadedHypernetwork:
     """What the WebUI keeps in ``shared.loaded_hypernetworks``: a network or a set, with a multiplier."""
 
-    def __init__(self, name: str, filename: str, network=None, set_spec=None, resolve=None):
+    def __init__(self, name: str, filename: str, network=None, set_spec=None, resolve=None, hasher=None):
         self.name, self.filename = name, filename
         self.network, self.set_spec, self._resolve = network, set_spec, resolve
+        self._hasher = hasher or files.shorthash
         self.multiplier = 1.0
 
     def set_multiplier(self, multiplier):
@@ -45,7 +46,7 @@ class LoadedHypernetwork:
         return self
 
     def shorthash(self):
-        return _shorthash(self.filename)
+        return self._hasher(self.filename)
 
     def transform(self):
         if self.network is not None:
@@ -60,6 +61,7 @@ class WebUIHypernetworks:
         self.shared, self.devices = shared, devices
         self.log = log or (lambda text: print(text, file=sys.stderr))
         self._cache: dict[str, tuple[float, object]] = {}  # path -> (mtime, network or set spec)
+        self._hashes: dict[tuple[str, float], str] = {}  # (path, mtime) -> short hash
         self.applier = FastApplier()
         self._stack_key = None
 
@@ -108,8 +110,8 @@ class WebUIHypernetworks:
             if isinstance(loaded, dict):
                 for member in _member_names(loaded):
                     self._resolve(member)  # fail now, with the name, rather than during sampling
-                return LoadedHypernetwork(name, path, set_spec=loaded, resolve=self._resolve)
-            return LoadedHypernetwork(name, path, network=loaded)
+                return LoadedHypernetwork(name, path, set_spec=loaded, resolve=self._resolve, hasher=self.shorthash)
+            return LoadedHypernetwork(name, path, network=loaded, hasher=self.shorthash)
         except (HypernetworkError, OSError) as error:
             self.log(f"[hypernetwork-ext] cannot load hypernetwork {name!r}: {error}")
             return None
@@ -125,6 +127,13 @@ class WebUIHypernetworks:
         self.shared.loaded_hypernetworks.clear()
         self.shared.loaded_hypernetworks.extend(loaded)
 
+    def shorthash(self, path: str) -> str:
+        """The WebUI's 10-hex hash of a file, computed once per file version (hashing reads it all)."""
+        key = (path, os.path.getmtime(path))
+        if key not in self._hashes:
+            self._hashes[key] = files.shorthash(path)
+        return self._hashes[key]
+
     # -- application ----------------------------------------------------------------------------
 
     def _applier_for(self, hypernetworks):
@@ -132,7 +141,7 @@ class WebUIHypernetworks:
         # not once per generation (the WebUI makes new list entries for every generation)
         key = tuple((id(h.network if h.network is not None else h.set_spec), h.multiplier) for h in hypernetworks)
         if key != self._stack_key:
-            transform = Sequence(tuple(_transform_of(h) for h in hypernetworks)) if hypernetworks else None
+            transform = Sequence(tuple(h.transform() for h in hypernetworks)) if hypernetworks else None
             self.applier.set_transform(transform)
             self._stack_key = key
         return self.applier
@@ -143,7 +152,7 @@ class WebUIHypernetworks:
     def apply_single_hypernetwork(self, hypernetwork, context_k, context_v, layer=None):
         if not _is_ours(hypernetwork, self.log):
             return context_k, context_v
-        return _in_float32(FastApplier(_transform_of(hypernetwork)), context_k, context_v)
+        return _in_float32(FastApplier(hypernetwork.transform()), context_k, context_v)
 
 
 def apply_pair(served: WebUIHypernetworks, hypernetworks, context_k, context_v):
@@ -162,10 +171,6 @@ def _is_ours(hypernetwork, log) -> bool:
     return False
 
 
-def _transform_of(hypernetwork: LoadedHypernetwork):
-    return hypernetwork.transform()
-
-
 def _in_float32(applier, context_k, context_v):
     """Hypernetwork weights are float32 (as in the WebUI); half-precision contexts go through in float32."""
     dtype = context_k.dtype
@@ -173,17 +178,6 @@ def _in_float32(applier, context_k, context_v):
         return applier(context_k, context_v)
     k, v = applier(context_k.float(), context_v.float() if context_v is not context_k else None)
     return k.to(dtype), v.to(dtype)
-
-
-_HASHES: dict[tuple[str, float], str] = {}
-
-
-def _shorthash(path: str) -> str:
-    """The WebUI's 10-hex hash of a file, computed once per file version (hashing is a full read)."""
-    key = (path, os.path.getmtime(path))
-    if key not in _HASHES:
-        _HASHES[key] = files.shorthash(path)
-    return _HASHES[key]
 
 
 def generation_info(hypernetworks) -> str:
