@@ -18,7 +18,7 @@ from PIL import Image, ImageDraw
 from .config import HypernetworkConfig
 from .errors import ConfigError
 from .training import Callbacks, TrainingSettings, train
-from .training.settings import CosineSettings, PreviewSettings
+from .training.settings import CosineSettings, PreviewSettings, coerce_to_kind
 
 # the interface's short names for some settings; every other setting is --its-name-with-dashes
 ALIASES = {"data_dir": "data", "max_steps": "steps", "learn_rate": "lr"}
@@ -62,22 +62,10 @@ def settings_from_args(args: argparse.Namespace, base: TrainingSettings) -> Trai
             continue
         outer, _, inner = key.partition(".")
         if inner and outer in NESTED:
-            data[outer][inner] = _convert(value, getattr(NESTED[outer](), inner), key)
+            data[outer][inner] = coerce_to_kind(value, getattr(NESTED[outer](), inner), key, flag_for(key))
         elif outer in data and not inner:
-            data[outer] = _convert(value, getattr(TrainingSettings(), outer), outer)
+            data[outer] = coerce_to_kind(value, getattr(TrainingSettings(), outer), outer, flag_for(outer))
     return TrainingSettings.from_dict(data)
-
-
-def _convert(value, default, name):
-    if isinstance(default, bool) or not isinstance(value, str):
-        return value
-    if isinstance(default, (int, float)):
-        try:
-            number = float(value)
-        except ValueError:
-            raise ConfigError(name, f"{flag_for(name)}: {value!r} is not a number") from None
-        return int(number) if isinstance(default, int) and number == int(number) else number
-    return value
 
 
 def load_adapter(model: str, device: str):

@@ -95,10 +95,7 @@ class TrainingSettings:
         for name, minimum in ints.items():
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int):
-                try:
-                    value = _whole(value, name)
-                except ConfigError:
-                    raise
+                value = _whole(value, name)
                 object.__setattr__(self, name, value)
             if value < minimum:
                 raise ConfigError(name, f"{_label(name)} ({value}) must be at least {minimum}")
@@ -196,6 +193,26 @@ class TrainingSettings:
 
     def updated(self, **changes) -> "TrainingSettings":
         return replace(self, **changes)
+
+
+def coerce_to_kind(value, default, field: str, label: str):
+    """A value typed into a form or on the command line, as the kind of the setting's default
+    (bool, int, float or text); ``label`` names the input in the message."""
+    if isinstance(default, bool):
+        return bool(value)
+    if isinstance(default, (int, float)):
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(field, f"{label}: {value!r} is not a number") from None
+        if not math.isfinite(number):
+            raise ConfigError(field, f"{label}: {value!r} is not a finite number")
+        if isinstance(default, int):
+            if number != int(number):
+                raise ConfigError(field, f"{label}: {value!r} must be a whole number")
+            return int(number)
+        return number
+    return "" if value is None else str(value)
 
 
 def _whole(value, name: str) -> int:

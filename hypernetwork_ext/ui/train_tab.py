@@ -12,7 +12,8 @@ from typing import Callable
 
 from ..errors import ConfigError, HypernetworkFileError
 from ..training.optimizers import available_optimizers
-from ..training.settings import CLIP_MODES, LATENT_SAMPLING, LOSSES, NAN_POLICIES, PRECISIONS, TrainingSettings
+from ..training.settings import (CLIP_MODES, LATENT_SAMPLING, LOSSES, NAN_POLICIES, PRECISIONS, TrainingSettings,
+                                 coerce_to_kind)
 from .create_tab import field_message
 
 
@@ -99,7 +100,7 @@ def settings_from_values(values: list) -> tuple[TrainingSettings | None, dict[st
         outer, _, inner = spec.key.partition(".")
         default = _lookup(data, spec.key)
         try:
-            value = _coerce(value, default, spec)
+            value = coerce_to_kind(value, default, spec.key, spec.label)
         except ConfigError as error:
             errors[spec.key] = error.message
             continue
@@ -114,22 +115,6 @@ def settings_from_values(values: list) -> tuple[TrainingSettings | None, dict[st
     except ConfigError as error:
         key = error.field if any(f.key == error.field for f in FIELDS) else "settings"
         return None, {key: error.message}
-
-
-def _coerce(value, default, spec: Field):
-    if isinstance(default, bool):
-        return bool(value)
-    if isinstance(default, (int, float)):
-        try:
-            number = float(value)
-        except (TypeError, ValueError):
-            raise ConfigError(spec.key, f"{spec.label}: {value!r} is not a number") from None
-        if isinstance(default, int):
-            if number != int(number):
-                raise ConfigError(spec.key, f"{spec.label}: {value!r} must be a whole number")
-            return int(number)
-        return number
-    return "" if value is None else str(value)
 
 
 def save_settings(values: list, path: str | Path) -> str:
