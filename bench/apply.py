@@ -11,6 +11,7 @@ side in the same rounds. Prints each as a ratio to the plain UNet, and the arith
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import statistics
 import sys
@@ -71,11 +72,18 @@ def main() -> None:
         configs = {name: applier for name, applier in configs.items() if name in keep}
     processor = HypernetworkAttention()
     install(unet, processor)
+    # as the WebUI samples in half precision: under autocast, so that float32 parts (the timestep
+    # embedding) meet half weights
+    half = dtype in (torch.float16, torch.bfloat16)
+
+    def autocast():
+        return torch.autocast(device.type, dtype=dtype) if half else contextlib.nullcontext()
 
     def evaluate(name):
         processor.applier = configs[name]
         # a new conditioning tensor with the same content at every step, as a sampler makes it
-        unet(latent, timesteps, context=cond.clone())
+        with autocast():
+            unet(latent, timesteps, context=cond.clone())
         if device.type == "cuda":
             torch.cuda.synchronize()
 

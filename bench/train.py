@@ -8,7 +8,7 @@ without hypernetworks. Then the peak memory of a short training run with preview
 moving the optimizer state to CPU memory during previews (separate processes; on a CPU the state
 is already in CPU memory, so the two agree there). Last line: one JSON object.
 
-    python bench/train.py [--steps 6] [--device cpu|cuda]
+    python bench/train.py [--steps 6] [--device cpu|cuda] [--precision auto|no|fp16|bf16]
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from hypernetwork_ext.attention import HypernetworkAttention, install  # noqa: E
 from hypernetwork_ext.models.tiny import SD15_UNET, build_latent_diffusion  # noqa: E402
 from hypernetwork_ext.stack import Applied  # noqa: E402
 from hypernetwork_ext.training import Callbacks, TrainingSettings, train  # noqa: E402
+from hypernetwork_ext.training.engine import _precision  # noqa: E402
 
 SIZES = (768, 320, 640, 1280)
 
@@ -53,22 +54,23 @@ def make_workspace(folder: Path) -> tuple[Path, Path]:
     return data, save(network, folder / "bench.pt")
 
 
-def settings_for(data: Path, steps: int, **changes) -> TrainingSettings:
+def settings_for(data: Path, steps: int, precision: str, **changes) -> TrainingSettings:
     base = dict(data_dir=str(data), width=256, height=256, max_steps=steps, batch_size=1, grad_accum=1,
-                learn_rate="1e-5", save_every=0, preview_every=0, csv_every=0)
+                learn_rate="1e-5", save_every=0, preview_every=0, csv_every=0, mixed_precision=precision)
     base.update(changes)
     return TrainingSettings(**base)
 
 
-def time_engine(adapter, data, network_path, steps, folder) -> list[float]:
+def time_engine(adapter, data, network_path, steps, folder, precision) -> list[float]:
     stamps = []
     callbacks = Callbacks(progress=lambda step, total: stamps.append(time.perf_counter()))
-    train(adapter, network_path, settings_for(data, steps + 1), output_path=folder / "engine-out.pt",
+    train(adapter, network_path, settings_for(data, steps + 1, precision), output_path=folder / "engine-out.pt",
           log_dir=folder / "logs", callbacks=callbacks)
     return [b - a for a, b in zip(stamps, stamps[1:])]  # step 1 is the warm-up
 
 
-def time_floor(adapter, network_path, steps, with_hypernetwork: bool) -> list[float]:
+def time_floor(adapter, network_path, steps, with_hypernetwork: bool, precision: str) -> list[float]:
+    """The UNet's forward and backward alone, under the same autocast as the engine."""
     from hypernetwork_ext import load
 
     device = adapter.device
@@ -77,12 +79,14 @@ def time_floor(adapter, network_path, steps, with_hypernetwork: bool) -> list[fl
     network = load(network_path).to(device).train().requires_grad_(True)
     undo = install(adapter.model.model.diffusion_model,
                    HypernetworkAttention(FastApplier(Applied(network, 1.0)) if with_hypernetwork else None))
+    autocast, _ = _precision(precision, device)
     times = []
     try:
         for index in range(steps + 1):
             start = time.perf_counter()
             x = latents if with_hypernetwork else latents.clone().requires_grad_(True)
-            loss = adapter.loss(x, cond, None, "simple")
+            with autocast():
+                loss = adapter.loss(x, cond, None, "simple")
             loss.backward()
             for parameter in network.parameters():
                 parameter.grad = None
@@ -95,22 +99,23 @@ def time_floor(adapter, network_path, steps, with_hypernetwork: bool) -> list[fl
     return times
 
 
-def peak_memory(unload: bool, device: str) -> float:
+def peak_memory(unload: bool, device: str, precision: str) -> float:
     """Peak memory (MB) of a 3-step run with a preview every step, measured in a fresh process."""
-    code = (f"import sys; sys.argv=['x', '--memory-run', '{int(unload)}', '--device', '{device}']; "
+    code = (f"import sys; sys.argv=['x', '--memory-run', '{int(unload)}', '--device', '{device}', "
+            f"'--precision', '{precision}']; "
             f"sys.path.insert(0, {str(Path(__file__).resolve().parent)!r}); import train as t; t.main()")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     return float(out.strip().splitlines()[-1])
 
 
-def memory_run(unload: bool, device: torch.device) -> None:
+def memory_run(unload: bool, device: torch.device, precision: str) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         data, network_path = make_workspace(folder)
         adapter = LdmAdapter(sd15_latent_diffusion(device))
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats()
-        train(adapter, network_path, settings_for(data, 3, preview_every=1, unload_optimizer_for_preview=unload,
+        train(adapter, network_path, settings_for(data, 3, precision, preview_every=1, unload_optimizer_for_preview=unload,
                                                    preview={"steps": 4, "width": 256, "height": 256, "seed": 1}),
               output_path=folder / "o.pt", log_dir=folder / "logs")
         if device.type == "cuda":
@@ -123,26 +128,30 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=6)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--precision", default="auto", choices=("auto", "no", "fp16", "bf16"),
+                        help="mixed precision of engine and floor alike (CUDA only; the CPU trains in float32)")
     parser.add_argument("--memory-run", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     device = torch.device(args.device)
     if args.memory_run is not None:
-        memory_run(bool(int(args.memory_run)), device)
+        memory_run(bool(int(args.memory_run)), device, args.precision)
         return
 
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         data, network_path = make_workspace(folder)
         adapter = LdmAdapter(sd15_latent_diffusion(device))
-        floor = time_floor(adapter, network_path, args.steps, True)
-        engine = time_engine(adapter, data, network_path, args.steps, folder)
-        plain = time_floor(adapter, network_path, args.steps, False)
-        floor += time_floor(adapter, network_path, args.steps, True)  # before and after: drift shows up here
-    peak_unload, peak_no_unload = peak_memory(True, args.device), peak_memory(False, args.device)
+        floor = time_floor(adapter, network_path, args.steps, True, args.precision)
+        engine = time_engine(adapter, data, network_path, args.steps, folder, args.precision)
+        plain = time_floor(adapter, network_path, args.steps, False, args.precision)
+        floor += time_floor(adapter, network_path, args.steps, True, args.precision)  # before and after: drift shows up here
+    peak_unload, peak_no_unload = (peak_memory(True, args.device, args.precision),
+                                   peak_memory(False, args.device, args.precision))
 
     fastest = {"engine step": min(engine), "floor (UNet fwd+bwd with hypernetwork)": min(floor),
                "plain UNet fwd+bwd": min(plain)}
-    print(f"device {device}, {torch.get_num_threads()} threads, {args.steps} timed steps each; fastest step shown")
+    print(f"device {device}, {torch.get_num_threads()} threads, precision {args.precision}, {args.steps} timed steps "
+          f"each; fastest step shown")
     for name, seconds in fastest.items():
         print(f"  {name:<42}{seconds * 1000:>10.1f} ms")
     memory_kind = "GPU peak allocated" if device.type == "cuda" else "process peak RSS"

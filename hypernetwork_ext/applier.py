@@ -20,6 +20,7 @@ definition, so the engine sees exactly the WebUI's formula.
 
 from __future__ import annotations
 
+import weakref
 from collections import OrderedDict
 from dataclasses import dataclass
 
@@ -103,6 +104,27 @@ class _CacheEntry:
     context_v: torch.Tensor | None  # None: the value input was the key input
     out_k: torch.Tensor
     out_v: torch.Tensor
+    # The tensors last matched, unchanged since: every attention layer of one UNet evaluation gets the
+    # same context object, and recognising it needs no comparison (which on a GPU waits for the device).
+    last_k: weakref.ref | None = None
+    last_v: weakref.ref | None = None
+    last_versions: tuple[int, int] = (-1, -1)
+
+    def is_last_seen(self, context_k: torch.Tensor, context_v: torch.Tensor | None) -> bool:
+        if self.last_k is None or self.last_k() is not context_k:
+            return False
+        if (context_v is None) != (self.last_v is None) or (context_v is not None and self.last_v() is not context_v):
+            return False
+        return self.last_versions == _versions(context_k, context_v)
+
+    def remember(self, context_k: torch.Tensor, context_v: torch.Tensor | None) -> None:
+        self.last_k = weakref.ref(context_k)
+        self.last_v = None if context_v is None else weakref.ref(context_v)
+        self.last_versions = _versions(context_k, context_v)
+
+
+def _versions(context_k: torch.Tensor, context_v: torch.Tensor | None) -> tuple[int, int]:
+    return context_k._version, -1 if context_v is None else context_v._version
 
 
 class FastApplier:
@@ -225,34 +247,44 @@ class FastApplier:
         return x + rest_k(hidden_k) * strength, x + rest_v(hidden_v) * strength
 
     def _cache_lookup(self, width, context_k, context_v):
-        for entry in self._context_cache.get(width, []):
+        entries = self._context_cache.get(width, [])
+        for entry in entries:
+            if entry.is_last_seen(context_k, context_v):
+                return entry.out_k, entry.out_v
+        for entry in entries:
             if _same(entry.context_k, context_k) and (
                     (context_v is None and entry.context_v is None)
                     or (context_v is not None and entry.context_v is not None and _same(entry.context_v, context_v))):
                 self._context_cache.move_to_end(width)
+                entry.remember(context_k, context_v)
                 return entry.out_k, entry.out_v
         return None
 
     def _cache_store(self, width, context_k, context_v, out):
         entries = self._context_cache.setdefault(width, [])
-        entries.insert(0, _CacheEntry(context_k.detach().clone(),
-                                      None if context_v is None else context_v.detach().clone(), out[0], out[1]))
+        entry = _CacheEntry(context_k.detach().clone(), None if context_v is None else context_v.detach().clone(),
+                            out[0], out[1])
+        entry.remember(context_k, context_v)
+        entries.insert(0, entry)
         del entries[self.cache_size:]
 
     # -- key/value projections -------------------------------------------------------------------
 
     def project(self, context: torch.Tensor, to_k: nn.Linear, to_v: nn.Linear):
-        """``(to_k(k_input), to_v(v_input))``; affine networks are folded into the projections."""
+        """``(to_k(k_input), to_v(v_input))``; affine networks are folded into the projections, at every
+        width, so that they cost nothing; other networks run once per distinct text context (cache)."""
         width = context.shape[-1]
-        if (self._transform is None or not self.fast or width in self.cached_widths
-                or self._must_run_plain()):
+        if self._transform is None or not self.fast or self._must_run_plain():
             k_in, v_in = self(context)
             return to_k(k_in), to_v(v_in)
         self._check_weights()
         plan = self._plan(width, context.device)
         if plan is None:
-            with torch.no_grad():
-                k_in, v_in = self._run(self._transform, context, context)
+            if width in self.cached_widths:
+                k_in, v_in = self(context)
+            else:
+                with torch.no_grad():
+                    k_in, v_in = self._run(self._transform, context, context)
             return to_k(k_in), to_v(v_in)
         folded_k, folded_v = self._folded(to_k, plan[0], "k"), self._folded(to_v, plan[1], "v")
         return F.linear(context, *folded_k), F.linear(context, *folded_v)

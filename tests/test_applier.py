@@ -116,3 +116,37 @@ def test_fast_path_off_is_the_plain_path(linear_stack):
     x = torch.randn(1, 4, 320)
     with torch.no_grad():
         assert all(torch.equal(a, b) for a, b in zip(applier(x), apply_plain(linear_stack, x)))
+
+
+def test_one_unet_evaluation_compares_the_text_context_at_most_once(make_network, monkeypatch):
+    """Comparing tensor contents makes a GPU wait; the layers of one evaluation share the context object."""
+    import hypernetwork_ext.applier as applier_module
+
+    swish = stack([(make_network(seed=1, sizes=(768,), activation="swish"), 1.0)])
+    applier = FastApplier(swish)
+    comparisons = []
+    original = applier_module._same
+    monkeypatch.setattr(applier_module, "_same", lambda a, b: comparisons.append(1) or original(a, b))
+    to_k, to_v = torch.nn.Linear(768, 64, bias=False), torch.nn.Linear(768, 64, bias=False)
+    cond = torch.randn(2, 77, 768)
+    with torch.no_grad():
+        for step in range(3):
+            step_cond = cond.clone()  # a sampler builds a new tensor with the same content each step
+            for _layer in range(16):
+                applier.project(step_cond, to_k, to_v)
+    assert len(comparisons) == 2  # steps 2 and 3, once each; step 1 computed it and the rest were recognised
+    with torch.no_grad():
+        step_cond.add_(1.0)  # changed in place: recognised as changed, recomputed
+        k, _ = applier.project(step_cond, to_k, to_v)
+    assert _max_error((k,), (to_k(apply_plain(swish, step_cond)[0]),)) < 1e-4
+
+
+def test_affine_networks_fold_into_the_projections_at_the_text_width(linear_stack, monkeypatch):
+    applier = FastApplier(linear_stack)
+    monkeypatch.setattr(applier, "_compute", lambda *a: pytest.fail("a folded network ran on the context"))
+    to_k, to_v = torch.nn.Linear(768, 64, bias=False), torch.nn.Linear(768, 64, bias=False)
+    cond = torch.randn(2, 77, 768)
+    with torch.no_grad():
+        fast = applier.project(cond, to_k, to_v)
+        k_in, v_in = apply_plain(linear_stack, cond)
+        assert _max_error(fast, (to_k(k_in), to_v(v_in))) < 1e-4
