@@ -68,10 +68,14 @@ def settings_from_args(args: argparse.Namespace, base: TrainingSettings) -> Trai
     return TrainingSettings.from_dict(data)
 
 
-def load_adapter(model: str, device: str):
-    """``tiny`` (the built-in demonstration model), a diffusers folder, or a checkpoint file."""
+def load_adapter(model: str, device: str, model_config: str | None = None):
+    """``tiny`` (the built-in demonstration model), a diffusers folder, or a checkpoint file (with
+    ``model_config``, a local diffusers folder holding its configs and tokenizer)."""
     device = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
                           ("cpu" if device == "auto" else device))
+    if model_config is not None and Path(model).suffix.lower() not in (".safetensors", ".ckpt"):
+        raise ConfigError("model_config", "--model-config goes with a .safetensors/.ckpt checkpoint --model; a "
+                                          "diffusers folder holds its own configs and 'tiny' needs none")
     if model == "tiny":
         from .adapters.ldm import LdmAdapter
         from .models.tiny import tiny_latent_diffusion
@@ -82,7 +86,7 @@ def load_adapter(model: str, device: str):
         return DiffusersAdapter(**_diffusers_components(path, device)), False
     if path.is_file() and path.suffix.lower() in (".safetensors", ".ckpt"):
         from .adapters.diffusers import DiffusersAdapter
-        return DiffusersAdapter(**_single_file_components(path, device)), False
+        return DiffusersAdapter(**_single_file_components(path, device, model_config)), False
     raise ConfigError("model", f"--model {model!r}: give 'tiny', a diffusers model folder, or a .safetensors/.ckpt "
                                f"checkpoint that exists")
 
@@ -111,11 +115,21 @@ def _diffusers_components(folder: Path, device) -> dict:
     return _prepared(parts, device)
 
 
-def _single_file_components(path: Path, device) -> dict:
+def _single_file_components(path: Path, device, model_config: str | None = None) -> dict:
     from diffusers import DDPMScheduler, StableDiffusionPipeline
+    from huggingface_hub.utils import LocalEntryNotFoundError
 
+    # diffusers takes a config that is not a folder for a hub repository name and goes looking for it there
+    if model_config is not None and not (Path(model_config) / "model_index.json").is_file():
+        raise ConfigError("model_config", f"--model-config {model_config!r}: give a local diffusers model folder "
+                                          f"(model_index.json, the component configs and the tokenizer files)")
     try:
-        pipe = StableDiffusionPipeline.from_single_file(str(path), local_files_only=True)
+        pipe = StableDiffusionPipeline.from_single_file(str(path), config=model_config, local_files_only=True)
+    except LocalEntryNotFoundError:
+        raise ConfigError("model_config", f"{path}: its model configs and tokenizer are not in the local Hugging "
+                                          f"Face cache; pass --model-config with a local diffusers model folder "
+                                          f"(e.g. stable-diffusion-v1-5's config and tokenizer files, no weights "
+                                          f"needed)") from None
     except Exception as error:  # noqa: BLE001 - diffusers raises many kinds here; the user needs one sentence
         raise ConfigError("model", f"{path} could not be loaded as a Stable Diffusion 1.x/2.x checkpoint "
                                    f"({type(error).__name__}: {str(error).splitlines()[0][:200]})") from None
@@ -139,7 +153,8 @@ def run_training(args) -> None:
                                           f"`python -m hypernetwork_ext create NAME --out PATH`")
     from .training.distributed import from_environment
     distributed, device = from_environment(args.device)  # several processes under accelerate launch / torchrun
-    adapter, demonstration = load_adapter(args.model, str(device) if device is not None else args.device)
+    adapter, demonstration = load_adapter(args.model, str(device) if device is not None else args.device,
+                                          args.model_config)
     if demonstration and distributed.is_main:
         print(DEMO_NOTICE)
     result, chart = _train_with_progress(adapter, args.hypernetwork, settings, resume=args.resume, out=args.out,
@@ -245,6 +260,9 @@ def add_commands(commands) -> None:
     train_parser.add_argument("--hypernetwork", required=True, help="the .pt or .safetensors file to train")
     train_parser.add_argument("--model", default="tiny",
                               help="tiny (built-in demonstration model), a diffusers folder, or a .safetensors/.ckpt checkpoint")
+    train_parser.add_argument("--model-config", default=None, metavar="DIR",
+                              help="for a checkpoint --model: a local diffusers model folder with its configs and "
+                                   "tokenizer (no weights needed), so it loads offline")
     train_parser.add_argument("--resume", default=None, metavar="SAVED_COPY", help="continue from a saved copy in the log folder")
     train_parser.add_argument("--settings", default=None, metavar="JSON", help="training settings saved by Train_Gamma or a previous run")
     train_parser.add_argument("--out", default=None, help="where to write the result (default: back to --hypernetwork)")
