@@ -9,6 +9,7 @@ original back.
 from __future__ import annotations
 
 import sys
+from typing import Callable
 
 KEY = "hypernetwork_ext"
 
@@ -25,6 +26,7 @@ class PatchRegistry:
     def __init__(self, log=None):
         self.log = log or (lambda text: print(text, file=sys.stderr))
         self.applied: list[tuple[object, str, object]] = []  # (owner, attribute, original)
+        self.other_undos: list[tuple[Callable[[], object], str]] = []  # (undo, what it undoes)
 
     def replace(self, owner, attribute: str, replacement, reason: str):
         """Replace ``owner.attribute``; returns the original, or None when the target is missing."""
@@ -46,7 +48,14 @@ class PatchRegistry:
         self.applied.append((owner, attribute, original))
         return original
 
+    def record(self, undo: Callable[[], object], what: str) -> None:
+        """A change that is not an attribute replacement (a registered page), with its undo."""
+        self.other_undos.append((undo, what))
+
     def undo_all(self) -> None:
+        for undo, _what in reversed(self.other_undos):
+            undo()
+        self.other_undos.clear()
         webui = _webui_patches()
         for owner, attribute, original in reversed(self.applied):
             if webui is not None and webui.original(KEY, owner, attribute) is not None:

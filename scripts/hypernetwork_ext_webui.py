@@ -85,6 +85,8 @@ registry = importlib.import_module("hypernetwork_ext_patches.registry").PatchReg
 served = _install(registry)
 script_callbacks.on_script_unloaded(registry.undo_all)
 if served is not None:
+    script_callbacks.on_before_ui(
+        lambda: importlib.import_module("hypernetwork_ext_patches.extra_networks_page").ensure_page(registry))
     script_callbacks.on_ui_train_tabs(on_ui_train_tabs)
     script_callbacks.on_ui_settings(
         lambda: importlib.import_module("hypernetwork_ext_patches.settings").register(shared, served))
