@@ -8,14 +8,17 @@
   the loss chart, live preview image) and its Interrupt flag.
 * ``train_hypernetwork``: the WebUI's function, same signature and reply, running on the engine, so
   the fixes reach the Train tab and ``/sdapi/v1/train/hypernetwork`` alike.
+* ``TrainingGate``: one training at a time, taking its turn with generation in the WebUI's queue.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import html
 import io
 import re
+import threading
 from pathlib import Path
 
 from hypernetwork_ext.adapters.base import PreviewRequest
@@ -27,6 +30,46 @@ from hypernetwork_ext.training.chart import render_chart
 from .hypernetworks_a1111 import LoadedHypernetwork
 
 STATE_FIELDS = ("job", "job_no", "job_count", "sampling_step", "sampling_steps", "textinfo")
+
+
+class TrainingGate:
+    """One training at a time, in turn with generation.
+
+    The WebUI runs generation (and its own Train tab) under ``call_queue.queue_lock``, but its HTTP route
+    ``/sdapi/v1/train/hypernetwork`` takes no lock, so training could run beside a generation or another
+    training. Here every training holds the queue lock (unless its caller holds it already, as the Train
+    tab's wrapper does): generation requests wait their turn; a second training is refused at once.
+    """
+
+    def __init__(self, queue_lock):
+        self.queue_lock = queue_lock
+        self._training = threading.Lock()
+        self._caller = threading.local()
+
+    @contextlib.contextmanager
+    def caller_holds_queue_lock(self):
+        self._caller.holds = True
+        try:
+            yield
+        finally:
+            self._caller.holds = False
+
+    @contextlib.contextmanager
+    def turn(self):
+        if not self._training.acquire(blocking=False):
+            raise ConfigError("hypernetwork", "A hypernetwork is training already; wait for it to finish or press "
+                                              "Interrupt, then start again")
+        take_lock = self.queue_lock is not None and not getattr(self._caller, "holds", False)
+        try:
+            if take_lock:
+                self.queue_lock.acquire()  # waits for a generation in progress
+            try:
+                yield
+            finally:
+                if take_lock:
+                    self.queue_lock.release()
+        finally:
+            self._training.release()
 
 
 class WebUIModelAdapter(LdmAdapter):
@@ -139,7 +182,8 @@ def settings_from_webui_arguments(*, learn_rate, batch_size, gradient_step, data
         csv_every=int(getattr(opts, "training_write_csv_every", 1) or 0))
 
 
-def make_train_hypernetwork(shared, processing, devices, templates=lambda name: None, model_info=lambda: ModelInfo()):
+def make_train_hypernetwork(shared, processing, devices, gate: TrainingGate, templates=lambda name: None,
+                            model_info=lambda: ModelInfo()):
     """The replacement for ``modules.hypernetworks.hypernetwork.train_hypernetwork``."""
 
     def train_hypernetwork(id_task, hypernetwork_name, learn_rate, batch_size, gradient_step, data_root,
@@ -165,7 +209,8 @@ def make_train_hypernetwork(shared, processing, devices, templates=lambda name: 
             preview_negative_prompt=preview_negative_prompt, preview_steps=preview_steps,
             preview_sampler_name=preview_sampler_name, preview_cfg_scale=preview_cfg_scale, preview_seed=preview_seed,
             preview_width=preview_width, preview_height=preview_height, opts=shared.opts)
-        result = train_in_webui(shared, processing, devices, Path(path), settings, model_info())
+        with gate.turn():
+            result = train_in_webui(shared, processing, devices, Path(path), settings, model_info())
         return result.network, str(result.output_path)
 
     return train_hypernetwork
@@ -180,35 +225,37 @@ def train_in_webui(shared, processing, devices, path: Path, settings: TrainingSe
     return result
 
 
-def start_from_tab(shared, processing, devices, model_info, queue_lock, progress=None):
-    """Train_Gamma's Train button: one run at a time, holding the WebUI's queue lock like generation does,
-    and reporting under the page's task id so the WebUI's progress polling shows it."""
+def start_from_tab(shared, processing, devices, model_info, gate: TrainingGate, progress=None):
+    """Train_Gamma's Train button: one run at a time, in turn with generation (``gate``), reporting under
+    the page's task id so the WebUI's progress polling shows it (queued first while a generation runs)."""
     def start(name: str, settings: TrainingSettings, task_id: str | None = None) -> str:
         path = shared.hypernetworks.get(name)
         if not path:
             raise ConfigError("hypernetwork", f"{name!r} is not in the list; press refresh")
-        if not queue_lock.acquire(blocking=False):
-            raise ConfigError("hypernetwork", "Another job (training or generation) is running; wait for it to finish")
+        if progress and task_id:
+            progress.add_task_to_queue(task_id)
         try:
-            if progress and task_id:
-                progress.add_task_to_queue(task_id)
-                progress.start_task(task_id)
-            shared.state.begin(job="train-hypernetwork")
-            result = train_in_webui(shared, processing, devices, Path(path), settings, model_info())
+            with gate.turn():
+                if progress and task_id:
+                    progress.start_task(task_id)
+                shared.state.begin(job="train-hypernetwork")
+                try:
+                    result = train_in_webui(shared, processing, devices, Path(path), settings, model_info())
+                finally:
+                    shared.state.end()
         finally:
-            shared.state.end()
             if progress and task_id:
                 progress.finish_task(task_id)
-            queue_lock.release()
         verb = "interrupted" if result.interrupted else "finished"
         return f"Training {verb} at step {result.steps_done}. Hypernetwork saved to {html.escape(str(result.output_path))}"
     return start
 
 
-def make_ui_train_hypernetwork(shared, hypernetwork_module):
+def make_ui_train_hypernetwork(shared, hypernetwork_module, gate: TrainingGate):
     """The Train tab's wrapper (``modules.hypernetworks.ui.train_hypernetwork``) without its defects:
     attention optimisations stay on (the plain one turns them off), and the hypernetworks the user
-    had selected come back afterwards. Same reply: (message, error html)."""
+    had selected come back afterwards. Same reply: (message, error html). The WebUI calls it holding
+    the queue lock."""
 
     def train_hypernetwork(*args):
         if getattr(shared.cmd_opts, "lowvram", False):
@@ -216,7 +263,8 @@ def make_ui_train_hypernetwork(shared, hypernetwork_module):
                                               "(--medvram works)")
         previous = list(shared.loaded_hypernetworks)
         try:
-            trained, filename = hypernetwork_module.train_hypernetwork(*args)
+            with gate.caller_holds_queue_lock():
+                trained, filename = hypernetwork_module.train_hypernetwork(*args)
         finally:
             shared.loaded_hypernetworks[:] = previous
         verb = "interrupted" if shared.state.interrupted else "finished"
@@ -225,13 +273,17 @@ def make_ui_train_hypernetwork(shared, hypernetwork_module):
     return train_hypernetwork
 
 
-def install(registry, hypernetwork_module, shared, processing, devices, templates, model_info):
+def install(registry, hypernetwork_module, shared, processing, devices, templates, model_info, queue_lock) -> TrainingGate:
+    """Replace the WebUI's training functions; returns the gate that Train_Gamma's button shares with them."""
+    gate = TrainingGate(queue_lock)
     registry.replace(hypernetwork_module, "train_hypernetwork",
-                     make_train_hypernetwork(shared, processing, devices, templates, model_info),
+                     make_train_hypernetwork(shared, processing, devices, gate, templates, model_info),
                      "hypernetwork training runs on the extension's engine")
     try:
         from modules.hypernetworks import ui as hypernetworks_ui
     except ImportError:
         hypernetworks_ui = None
-    registry.replace(hypernetworks_ui, "train_hypernetwork", make_ui_train_hypernetwork(shared, hypernetwork_module),
+    registry.replace(hypernetworks_ui, "train_hypernetwork",
+                     make_ui_train_hypernetwork(shared, hypernetwork_module, gate),
                      "training keeps attention optimisations on and restores the selected hypernetworks")
+    return gate

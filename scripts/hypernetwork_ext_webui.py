@@ -28,26 +28,27 @@ def _patches_package():
 
 
 def _install(registry):
-    """The patches, or None when patching is off or this WebUI has no hypernetwork module."""
+    """(served hypernetworks, training gate); None for what is not patched (patching off, or this WebUI
+    lacks the hypernetwork module or txt2img processing)."""
     if getattr(shared.cmd_opts, "hypernetwork_ext_no_patches", False):
         print("[hypernetwork-ext] --hypernetwork-ext-no-patches: the WebUI is left unchanged")
-        return None
+        return None, None
     try:
         from modules import devices
         from modules.hypernetworks import hypernetwork
     except ImportError as error:
         print(f"[hypernetwork-ext] this WebUI has no hypernetwork module ({error}); nothing to patch")
-        return None
+        return None, None
     served = importlib.import_module("hypernetwork_ext_patches.hypernetworks_a1111").install(
         registry, hypernetwork, shared, devices)
     try:
-        from modules import processing
+        from modules import call_queue, processing
     except ImportError as error:
         print(f"[hypernetwork-ext] no txt2img processing in this WebUI ({error}); training is not patched")
-        return served
-    importlib.import_module("hypernetwork_ext_patches.webui_training").install(
-        registry, hypernetwork, shared, processing, devices, _template_path, _model_info)
-    return served
+        return served, None
+    gate = importlib.import_module("hypernetwork_ext_patches.webui_training").install(
+        registry, hypernetwork, shared, processing, devices, _template_path, _model_info, call_queue.queue_lock)
+    return served, gate
 
 
 def _template_path(name):
@@ -73,21 +74,22 @@ def on_ui_train_tabs(params):
     with gr.Tab(label="Create Beta hypernetwork", id="hnext_create_tab"):
         create_tab.build(gr, lambda: shared.cmd_opts.hypernetwork_dir, on_created=shared.reload_hypernetworks)
     with gr.Tab(label="Train_Gamma", id="hnext_train_tab"):
-        from modules import call_queue, devices, processing, progress
+        from modules import devices, processing, progress
         start = importlib.import_module("hypernetwork_ext_patches.webui_training").start_from_tab(
-            shared, processing, devices, _model_info, call_queue.queue_lock, progress)
+            shared, processing, devices, _model_info, training_gate, progress)
         tab = train_tab.build(gr, lambda: sorted(shared.hypernetworks), start, progress_js="hnext_start_training")
         tab["interrupt"].click(fn=lambda: shared.state.interrupt(), inputs=[], outputs=[])
 
 
 _patches_package()
 registry = importlib.import_module("hypernetwork_ext_patches.registry").PatchRegistry()
-served = _install(registry)
+served, training_gate = _install(registry)
 script_callbacks.on_script_unloaded(registry.undo_all)
 if served is not None:
     script_callbacks.on_before_ui(
         lambda: importlib.import_module("hypernetwork_ext_patches.extra_networks_page").ensure_page(registry))
-    script_callbacks.on_ui_train_tabs(on_ui_train_tabs)
+    if training_gate is not None:
+        script_callbacks.on_ui_train_tabs(on_ui_train_tabs)
     script_callbacks.on_ui_settings(
         lambda: importlib.import_module("hypernetwork_ext_patches.settings").register(shared, served))
 

@@ -122,20 +122,14 @@ def test_tabs_are_registered_in_the_train_tab_and_train_from_the_tab(webui_train
     import importlib
     from hypernetwork_ext.training import ModelInfo
     from modules import call_queue, devices, processing, progress
-    start = importlib.import_module("hypernetwork_ext_patches.webui_training").start_from_tab(
-        modules["shared"], processing, devices, ModelInfo, call_queue.queue_lock, progress)
+    training = importlib.import_module("hypernetwork_ext_patches.webui_training")
+    start = training.start_from_tab(modules["shared"], processing, devices, ModelInfo,
+                                    training.TrainingGate(call_queue.queue_lock), progress)
     settings = TrainingSettings(data_dir=str(tmp_path / "data"), log_dir=str(tmp_path / "logs"), width=64, height=64,
                                 max_steps=2, batch_size=2, save_every=0, preview_every=0, learn_rate="1e-3")
     reply = start("style", settings, "task(abc)")
     assert "Training finished at step 2" in reply and files.load(folder / "style.pt").step == 2
     assert progress.finished_tasks[-1] == "task(abc)" and progress.current_task is None
-    call_queue.queue_lock.acquire()
-    try:
-        from hypernetwork_ext import ConfigError
-        with pytest.raises(ConfigError, match="Another job"):
-            start("style", settings.updated(max_steps=4))
-    finally:
-        call_queue.queue_lock.release()
 
 
 def test_the_train_tab_wrapper_keeps_attention_optimisations_on(webui_training):
@@ -150,3 +144,113 @@ def test_the_train_tab_wrapper_keeps_attention_optimisations_on(webui_training):
     assert sd_hijack.calls == before  # neither undone nor re-applied
     webui.unload_extension()
     assert hypernetworks_ui.train_hypernetwork is original
+
+
+# -- one training at a time, in turn with generation (issue 6: concurrency) -------------------------------
+
+def _pause_at_first_preview(shared):
+    """Make the training in progress wait at its first preview until the test lets it go on."""
+    import threading
+    reached, go_on = threading.Event(), threading.Event()
+    original = shared.state.assign_current_image
+
+    def assign(image):
+        original(image)
+        if not reached.is_set():
+            reached.set()
+            assert go_on.wait(120), "the test never let training go on"
+    shared.state.assign_current_image = assign
+    return reached, go_on
+
+
+def _in_thread(function, *args, **kwargs):
+    import threading
+    outcome = {}
+
+    def run():
+        try:
+            outcome["result"] = function(*args, **kwargs)
+        except BaseException as error:  # noqa: BLE001 - handed to the test
+            outcome["error"] = error
+        outcome["finished"] = __import__("time").perf_counter()
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread, outcome
+
+
+def test_a_second_training_is_refused_while_one_runs(webui_training):
+    from hypernetwork_ext import ConfigError
+    from hypernetwork_ext.training import TrainingSettings
+    modules, folder, tmp_path = webui_training
+    script = webui.load_extension()
+    shared, hypernetwork = modules["shared"], modules["hypernetwork"]
+    reached, go_on = _pause_at_first_preview(shared)
+    first, outcome = _in_thread(hypernetwork.train_hypernetwork, **_arguments(tmp_path, steps=4))  # the HTTP API's path
+    assert reached.wait(120)
+    try:
+        with pytest.raises(ConfigError, match="training already"):
+            hypernetwork.train_hypernetwork(**_arguments(tmp_path, steps=2))
+        import importlib
+        from modules import devices, processing
+        start = importlib.import_module("hypernetwork_ext_patches.webui_training").start_from_tab(
+            shared, processing, devices, lambda: None, script.training_gate)
+        with pytest.raises(ConfigError, match="training already"):
+            start("style", TrainingSettings(data_dir=str(tmp_path / "data"), max_steps=2))
+    finally:
+        go_on.set()
+        first.join(120)
+    assert "error" not in outcome and outcome["result"][0].step == 4  # the first one was not disturbed
+
+
+def test_generation_during_training_waits_its_turn_and_changes_nothing(webui_training):
+    import time
+    modules, folder, tmp_path = webui_training
+    webui.load_extension()
+    shared, hypernetwork = modules["shared"], modules["hypernetwork"]
+    files.save(files.load(folder / "style.pt"), folder / "twin.pt")
+    shared.reload_hypernetworks()
+    hypernetwork.train_hypernetwork(**_arguments(tmp_path, steps=4, name="style"))  # alone: the reference
+
+    from modules import call_queue, processing
+    generated = {}
+
+    def generate(id_task):
+        generated["started"] = time.perf_counter()
+        shared.loaded_hypernetworks.clear()  # what a generation with no hypernetwork selected does
+        p = processing.StableDiffusionProcessingTxt2Img(sd_model=shared.sd_model, prompt="a dog", steps=2, seed=3,
+                                                        width=64, height=64)
+        return processing.process_images(p).images[0]
+
+    reached, go_on = _pause_at_first_preview(shared)
+    training, trained = _in_thread(hypernetwork.train_hypernetwork, **_arguments(tmp_path, steps=4, name="twin"))
+    assert reached.wait(120)
+    generation, image = _in_thread(call_queue.wrap_gradio_gpu_call(generate), "task(generate)")
+    time.sleep(0.5)
+    assert "started" not in generated  # queued behind the training
+    go_on.set()
+    training.join(120)
+    generation.join(120)
+    assert "error" not in trained and "error" not in image and image["result"].size == (64, 64)
+    assert generated["started"] > trained["finished"]
+    reference, twin = weights_of(folder / "style.pt"), weights_of(folder / "twin.pt")
+    assert all(torch.equal(reference[key], twin[key]) for key in reference)  # bit for bit
+
+
+def test_training_through_the_api_waits_for_a_running_generation(webui_training, monkeypatch):
+    import importlib
+    import threading
+    modules, folder, tmp_path = webui_training
+    webui.load_extension()
+    training_module = importlib.import_module("hypernetwork_ext_patches.webui_training")
+    began = threading.Event()
+    original = training_module.train_in_webui
+    monkeypatch.setattr(training_module, "train_in_webui", lambda *a: (began.set(), original(*a))[1])
+    from modules import call_queue
+    call_queue.queue_lock.acquire()  # a generation is running
+    try:
+        training, trained = _in_thread(modules["hypernetwork"].train_hypernetwork, **_arguments(tmp_path, steps=2))
+        assert not began.wait(1.0)  # waiting for the generation to end
+    finally:
+        call_queue.queue_lock.release()
+    training.join(120)
+    assert "error" not in trained and files.load(folder / "style.pt").step == 2
