@@ -3,7 +3,9 @@ encode latents once, and serve micro-batches as a pure function of (seed, step).
 
 Memory stays proportional to the latents, not the pixels: the first pass checks and measures every
 image and keeps only its size, caption and alpha weight; the encoding pass reads each image again,
-resized straight to its bucket's size, and keeps only its latent.
+resized straight to its bucket's size, and keeps only its latent: in memory, or, for datasets whose
+latents would not fit there, in one file per bucket size, so that memory stays flat however many
+images there are.
 
 Making every random choice (data order, template line, tag shuffle and dropout, flips, latent
 samples) a function of the dataset seed and the step means a resumed run sees exactly the data an
@@ -12,13 +14,17 @@ uninterrupted one would, and nothing outside (a preview, another extension) can 
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
 import random
 import re
+import tempfile
 import warnings
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import BinaryIO, Callable
 
 import numpy as np
 import torch
@@ -27,6 +33,10 @@ from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 from ..errors import ConfigError
 
 CAPTION_ENCODINGS = ("cp1252", "latin-1")  # after UTF-8 and, with a byte-order mark, UTF-16
+LATENT_CACHE_SUFFIX = ".latents"
+LATENT_CHANNELS = 4  # of every Stable Diffusion 1.x/2.x VAE; only the "auto" estimate assumes it
+MEMORY_SHARE_FOR_LATENTS = 0.25  # "auto": latents that would take more of the machine's memory go to disk
+ASSUMED_MEMORY_BYTES = 8 * 2 ** 30  # where the platform cannot say how much memory there is
 _LEADING_NUMBER = re.compile(r"^[-\d]+\s*")
 
 
@@ -156,6 +166,147 @@ def _to_pixels(image: Image.Image, size: tuple[int, int]) -> torch.Tensor:
 
 
 # --------------------------------------------------------------------------------------------
+# Where the latents live
+# --------------------------------------------------------------------------------------------
+
+Latents = list[tuple[torch.Tensor, torch.Tensor]]  # (mean, std) of an image, then of its mirror image
+
+
+class MemoryLatentCache:
+    """The latents kept on the examples themselves."""
+
+    where = "in memory"
+
+    def __init__(self, examples: list[Example]):
+        self.examples = examples
+
+    def put(self, index: int, latents: Latents) -> None:
+        example = self.examples[index]
+        example.latent_mean, example.latent_std = latents[0]
+        if len(latents) > 1:
+            example.flipped_mean, example.flipped_std = latents[1]
+
+    def get(self, index: int, flipped: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+        example = self.examples[index]
+        return (example.flipped_mean, example.flipped_std) if flipped else (example.latent_mean, example.latent_std)
+
+    def close(self) -> None:
+        pass
+
+
+@dataclass
+class _RowFile:
+    path: str
+    handle: BinaryIO
+    latent_shape: torch.Size  # (C, h, w)
+    latents_per_row: int
+    rows: int = 0
+
+    @property
+    def latent_bytes(self) -> int:
+        return math.prod(self.latent_shape) * 4  # float32
+
+
+class DiskLatentCache:
+    """One file per bucket size, one fixed-size row of float32 latents per image, written once while
+    the dataset is prepared and read back a row at a time by position (not memory-mapped, whose
+    pages would count as this process's memory as training touches them).
+
+    The files are rebuilt every run, never reused, so they can never be stale; each has a name of
+    its own and stays open, so another run sharing the folder can neither reuse nor overwrite it.
+    ``close`` (also run when the cache is garbage-collected or the process exits) removes them; a run
+    that was killed leaves files that the next run in the same folder removes."""
+
+    def __init__(self, examples: list[Example], folder: str | os.PathLike, *, keep_std: bool):
+        self.examples = examples
+        self.folder = Path(folder)
+        self.keep_std = keep_std  # only "random" sampling uses the std; the others would store zeros
+        self.where = f"on disk in {self.folder}"
+        self._files: dict[tuple[int, int], _RowFile] = {}
+        self._rows: dict[int, int] = {}  # example index -> row in its size's file
+        created = _prepare_cache_folder(self.folder)
+        self.close = weakref.finalize(self, _remove_row_files, self._files, self.folder if created else None)
+
+    def put(self, index: int, latents: Latents) -> None:
+        row = torch.stack([t for mean, std in latents for t in ((mean, std) if self.keep_std else (mean,))])
+        try:
+            file = self._file_for(self.examples[index].size, row)
+            file.handle.seek(0, os.SEEK_END)
+            file.handle.write(row.numpy().tobytes())
+            file.handle.flush()  # a full disk is reported here, for this row
+        except OSError as error:
+            raise ConfigError("latent_cache_dir", f"The latent cache cannot be written in {self.folder} "
+                                                  f"({error.strerror or error}); free some space, choose another "
+                                                  f"latent cache folder, or keep the latents in memory") from None
+        self._rows[index] = file.rows
+        file.rows += 1
+
+    def get(self, index: int, flipped: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+        file = self._files[self.examples[index].size]
+        per_image = 2 if self.keep_std else 1
+        latents = torch.empty((per_image, *file.latent_shape))
+        file.handle.seek((self._rows[index] * file.latents_per_row + (per_image if flipped else 0)) * file.latent_bytes)
+        if file.handle.readinto(latents.numpy()) != per_image * file.latent_bytes:
+            raise ConfigError("latent_cache_dir", f"The latent cache file {file.path} was cut short while training")
+        return latents[0], (latents[1] if self.keep_std else None)
+
+    def _file_for(self, size: tuple[int, int], row: torch.Tensor) -> _RowFile:
+        if size not in self._files:
+            fd, path = tempfile.mkstemp(prefix=f"{size[0]}x{size[1]}-", suffix=LATENT_CACHE_SUFFIX, dir=self.folder)
+            self._files[size] = _RowFile(path, os.fdopen(fd, "w+b"), row.shape[1:], row.shape[0])
+        return self._files[size]
+
+
+def _prepare_cache_folder(folder: Path) -> bool:
+    """Make the folder and remove the files an earlier run left there. True if the folder is new."""
+    created = not folder.exists()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ConfigError("latent_cache_dir", f"The latent cache folder {str(folder)!r} cannot be made "
+                                              f"({error.strerror or error})") from None
+    for leftover in folder.glob(f"*{LATENT_CACHE_SUFFIX}"):
+        with contextlib.suppress(OSError):  # still open in a running process (Windows): that process removes it
+            leftover.unlink()
+    return created
+
+
+def _remove_row_files(files: dict[tuple[int, int], _RowFile], folder: Path | None) -> None:
+    for file in files.values():
+        file.handle.close()
+        with contextlib.suppress(OSError):
+            os.unlink(file.path)
+    if folder is not None:
+        with contextlib.suppress(OSError):  # still holds another run's files
+            folder.rmdir()
+
+
+def open_latent_cache(mode: str, examples: list[Example], *, flip: bool, latent_sampling: str,
+                      folder: str | os.PathLike) -> MemoryLatentCache | DiskLatentCache:
+    """``mode`` is the latent cache setting: memory, disk, or auto (disk when the latents would take
+    more than a quarter of the machine's memory)."""
+    if mode == "auto":
+        too_big = estimated_latent_bytes(examples, flip) > MEMORY_SHARE_FOR_LATENTS * physical_memory_bytes()
+        mode = "disk" if too_big else "memory"
+    if mode == "disk":
+        return DiskLatentCache(examples, folder, keep_std=latent_sampling == "random")
+    return MemoryLatentCache(examples)
+
+
+def estimated_latent_bytes(examples: list[Example], flip: bool) -> int:
+    """What the latents take in memory: a mean and a std for every image and mirror image."""
+    per_image = (2 if flip else 1) * 2 * LATENT_CHANNELS * 4
+    return sum(per_image * (e.size[0] // 8) * (e.size[1] // 8) for e in examples)
+
+
+def physical_memory_bytes() -> int:
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):  # no os.sysconf (Windows) or no such name
+        return ASSUMED_MEMORY_BYTES
+
+
+# --------------------------------------------------------------------------------------------
 # The dataset
 # --------------------------------------------------------------------------------------------
 
@@ -183,9 +334,11 @@ class TrainingDataset:
     flip: bool
     latent_sampling: str
     repeats: int = 1
+    latent_cache: MemoryLatentCache | DiskLatentCache | None = None  # None: in memory
 
     def __post_init__(self):
         self.buckets = _buckets(self.examples, self.batch_size)
+        self.latent_cache = self.latent_cache or MemoryLatentCache(self.examples)
         self._epoch_cache: tuple[int, list[list[int]]] | None = None
 
     # -- accounting (B3) --------------------------------------------------------------------------
@@ -246,8 +399,7 @@ class TrainingDataset:
         for index in indices:
             example = self.examples[index]
             flipped = self.flip and rng.random() < 0.5
-            mean = example.flipped_mean if flipped else example.latent_mean
-            std = example.flipped_std if flipped else example.latent_std
+            mean, std = self.latent_cache.get(index, flipped)
             if self.latent_sampling == "random":
                 latents.append(mean + std * torch.randn(mean.shape, generator=generator))
             else:
@@ -358,28 +510,36 @@ def scan_folder(data_dir: str | Path, *, width: int, height: int, no_crop: bool,
 
 
 def encode_latents(examples: list[Example], encode: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
-                   *, flip: bool, latent_sampling: str, seed: int, batch_size: int = 4) -> None:
-    """Encode every image once (and its mirror image when flipping), keeping mean and std on the CPU.
-    "once" draws its one sample here; "deterministic" uses the mean; "random" samples at every use."""
+                   *, flip: bool, latent_sampling: str, seed: int, batch_size: int = 4,
+                   cache: MemoryLatentCache | DiskLatentCache | None = None) -> None:
+    """Encode every image once (and its mirror image when flipping) into ``cache`` (default: in
+    memory), on the CPU. "once" draws its one sample here; "deterministic" uses the mean; "random"
+    samples at every use."""
+    cache = cache or MemoryLatentCache(examples)
     generator = torch.Generator().manual_seed(seed)
-    by_size: dict[tuple[int, int], list[Example]] = {}
-    for example in examples:
-        by_size.setdefault(example.size, []).append(example)
+    by_size: dict[tuple[int, int], list[int]] = {}
+    for index, example in enumerate(examples):
+        by_size.setdefault(example.size, []).append(index)
     for size in sorted(by_size):
         group = by_size[size]
         for start in range(0, len(group), batch_size):
             chunk = group[start:start + batch_size]
-            pixels = torch.stack([load_pixels(e) for e in chunk])
-            variants = [(pixels, False)] + ([(pixels.flip(-1), True)] if flip else [])
-            for batch, flipped in variants:
-                mean, std = encode(batch)
-                for example, m, s in zip(chunk, mean.float().cpu(), std.float().cpu()):
-                    if latent_sampling == "once":
-                        m = m + s * torch.randn(m.shape, generator=generator)
-                        s = torch.zeros_like(s)
-                    elif latent_sampling == "deterministic":
-                        s = torch.zeros_like(s)
-                    if flipped:
-                        example.flipped_mean, example.flipped_std = m, s
-                    else:
-                        example.latent_mean, example.latent_std = m, s
+            pixels = torch.stack([load_pixels(examples[index]) for index in chunk])
+            variants = [pixels] + ([pixels.flip(-1)] if flip else [])
+            encoded = [_sampled(*encode(batch), latent_sampling, generator) for batch in variants]
+            for position, index in enumerate(chunk):
+                cache.put(index, [per_variant[position] for per_variant in encoded])
+
+
+def _sampled(mean: torch.Tensor, std: torch.Tensor, latent_sampling: str,
+             generator: torch.Generator) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """(mean, std) per image of an encoded batch, after the sampling that happens once."""
+    pairs = []
+    for m, s in zip(mean.float().cpu(), std.float().cpu()):
+        if latent_sampling == "once":
+            m = m + s * torch.randn(m.shape, generator=generator)
+            s = torch.zeros_like(s)
+        elif latent_sampling == "deterministic":
+            s = torch.zeros_like(s)
+        pairs.append((m, s))
+    return pairs

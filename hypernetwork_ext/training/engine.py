@@ -34,7 +34,7 @@ from ..applier import FastApplier
 from ..errors import ConfigError, HypernetworkError
 from ..network import Hypernetwork
 from ..stack import Applied
-from .dataset import TrainingDataset, encode_latents, read_template, scan_folder
+from .dataset import TrainingDataset, encode_latents, open_latent_cache, read_template, scan_folder
 from .distributed import SingleProcess
 from .optimizers import build_optimizer
 from .settings import TrainingSettings
@@ -121,12 +121,17 @@ def train(adapter, hypernetwork_path: str | Path, settings: TrainingSettings, *,
     for problem in report.skipped:
         callbacks.say(f"Skipped {problem.path}: {problem.reason}")
     share = settings.batch_size  # images per micro-batch in this process; the global batch is share * world size
+    latent_cache = open_latent_cache(settings.latent_cache, examples, flip=settings.flip,
+                                     latent_sampling=settings.latent_sampling,
+                                     folder=settings.latent_cache_dir or log_dir / "latent_cache")
     dataset = TrainingDataset(examples, report, batch_size=share * distributed.world_size, grad_accum=settings.grad_accum,
                               templates=templates, name=name, seed=settings.dataset_seed,
                               shuffle_tags=settings.shuffle_tags, tag_dropout=settings.tag_dropout,
-                              flip=settings.flip, latent_sampling=settings.latent_sampling, repeats=settings.repeats)
+                              flip=settings.flip, latent_sampling=settings.latent_sampling, repeats=settings.repeats,
+                              latent_cache=latent_cache)
+    callbacks.say(f"Encoding {len(examples)} images; the latents are kept {latent_cache.where}")
     encode_latents(examples, adapter.encode_images, flip=settings.flip, latent_sampling=settings.latent_sampling,
-                   seed=settings.dataset_seed)
+                   seed=settings.dataset_seed, cache=latent_cache)
     text = TextCache(adapter.encode_text, enabled=not dataset.captions_vary)
     if settings.unload_models_when_training:
         adapter.set_encoders_device("cpu")
@@ -306,6 +311,7 @@ def train(adapter, hypernetwork_path: str | Path, settings: TrainingSettings, *,
             raise TrainingError(f"{error}{where}") from error
         raise TrainingError(f"training failed at step {step + 1}: {type(error).__name__}: {error}{where}") from error
     finally:
+        latent_cache.close()
         if settings.unload_models_when_training:
             adapter.set_encoders_device(device)
         if board:

@@ -22,6 +22,7 @@ CLIP_MODES = ("none", "value", "norm")
 LOSSES = ("simple", "vlb", "full")
 PRECISIONS = ("auto", "no", "fp16", "bf16")
 NAN_POLICIES = ("stop", "skip")
+LATENT_CACHES = ("auto", "memory", "disk")
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,8 @@ class TrainingSettings:
     shuffle_tags: bool = False
     tag_dropout: float = 0.0
     latent_sampling: str = "once"
+    latent_cache: str = "auto"  # auto: on disk when the latents would take over a quarter of the memory
+    latent_cache_dir: str = ""  # empty: inside the run's log folder
     use_alpha_weight: bool = False
     save_every: int = 500
     preview_every: int = 500
@@ -103,6 +106,7 @@ class TrainingSettings:
             if getattr(self, name) % 8:
                 raise ConfigError(name, f"{_label(name)} ({getattr(self, name)}) must be a multiple of 8")
         _choice(self.latent_sampling, LATENT_SAMPLING, "latent_sampling")
+        _choice(self.latent_cache, LATENT_CACHES, "latent_cache")
         _choice(self.clip_mode, CLIP_MODES, "clip_mode")
         _choice(self.loss, LOSSES, "loss")
         _choice(self.mixed_precision, PRECISIONS, "mixed_precision")

@@ -12,8 +12,8 @@ from typing import Callable
 
 from ..errors import ConfigError, HypernetworkFileError
 from ..training.optimizers import available_optimizers
-from ..training.settings import (CLIP_MODES, LATENT_SAMPLING, LOSSES, NAN_POLICIES, PRECISIONS, TrainingSettings,
-                                 coerce_to_kind)
+from ..training.settings import (CLIP_MODES, LATENT_CACHES, LATENT_SAMPLING, LOSSES, NAN_POLICIES, PRECISIONS,
+                                 TrainingSettings, coerce_to_kind)
 from .create_tab import field_message
 
 
@@ -53,6 +53,9 @@ FIELDS: tuple[Field, ...] = (
     Field("use_alpha_weight", "Use PNG alpha channel as loss weight", "checkbox"),
     Field("flip", "Random horizontal flip", "checkbox", advanced=True),
     Field("repeats", "Repeats per epoch", "number", advanced=True),
+    Field("latent_cache", "Keep the latents (auto: on disk when they would fill over a quarter of the memory)", "radio",
+          LATENT_CACHES, advanced=True),
+    Field("latent_cache_dir", "Latent cache folder (empty: inside the log folder)", advanced=True),
     Field("clip_mode", "Gradient clipping", "radio", CLIP_MODES, advanced=True),
     Field("clip_value", "Gradient clip value (schedule syntax)", advanced=True),
     Field("clip_norm_type", "Norm type", "number", advanced=True),
