@@ -7,6 +7,12 @@ PYTHON="${PYTHON:-python3}"
 .venv/bin/python -m pip install -q --disable-pip-version-check -c constraints.txt -e ".[test]"
 # stable-diffusion-sdkit pins its own torch; install it alone, without dependencies.
 .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps -c constraints.txt stable-diffusion-sdkit==2.1.5
+# Debian's Chromium for the browser tests: Playwright drives it through executable_path (no browser download).
+if [ ! -x /usr/bin/chromium ]; then
+    SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null
+fi
 # A second environment with Gradio 4 (Forge's version), where a test builds and serves the same tabs.
 [ -x .venv-gradio4/bin/python ] || "$PYTHON" -m venv .venv-gradio4
 .venv-gradio4/bin/python -m pip install -q --disable-pip-version-check -c constraints-gradio4.txt \

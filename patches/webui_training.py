@@ -13,10 +13,8 @@
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import html
-import io
 import re
 import threading
 from pathlib import Path
@@ -25,7 +23,7 @@ from hypernetwork_ext.adapters.base import PreviewRequest
 from hypernetwork_ext.adapters.ldm import LdmAdapter
 from hypernetwork_ext.errors import ConfigError
 from hypernetwork_ext.training import Callbacks, ModelInfo, TrainingSettings, train
-from hypernetwork_ext.training.chart import render_chart
+from hypernetwork_ext.ui.train_tab import TrainingStatus
 
 from .hypernetworks_a1111 import LoadedHypernetwork
 
@@ -110,51 +108,28 @@ class WebUIModelAdapter(LdmAdapter):
 
 
 class WebUIProgress:
-    """Engine callbacks that drive the WebUI's progress bar, status text and live preview."""
+    """Engine callbacks that drive what the WebUI polls: the bar (``job_no`` of ``job_count``), the status
+    text with the loss chart (Train_Gamma's own status, so both hosts show the same), the live preview."""
 
     def __init__(self, state, max_steps: int):
         self.state = state
-        self.state.job = "train-hypernetwork"
-        self.state.job_count = max_steps
-        self.state.textinfo = "Initializing hypernetwork training..."
-        self.points, self.last_saved, self.last_image, self.message = [], "-", "-", ""
+        self.status = TrainingStatus(max_steps, "Initializing hypernetwork training...")
+        self._preview_shown = None
+        state.job, state.job_count = "train-hypernetwork", max_steps
+        state.textinfo = self.status.html(with_preview=False)
 
     def callbacks(self) -> Callbacks:
-        return Callbacks(status=self._status, progress=self._progress, loss=self._loss, preview=self._preview,
-                         saved=self._saved, should_stop=lambda: bool(self.state.interrupted))
+        callbacks = self.status.callbacks(self._show, should_stop=lambda: bool(self.state.interrupted))
+        record = callbacks.status
+        callbacks.status = lambda text: (print(f"[hypernetwork-ext] {text}"), record(text))
+        return callbacks
 
-    def _status(self, text):
-        print(f"[hypernetwork-ext] {text}")
-        self.message = text
-        self._render()
-
-    def _progress(self, step, total):
-        self.state.job_no = step
-        self._render()
-
-    def _loss(self, point):
-        self.points.append(point)
-
-    def _preview(self, step, image, path):
-        self.state.assign_current_image(image)
-        self.last_image = str(path)
-
-    def _saved(self, path):
-        self.last_saved = str(path)
-
-    def _render(self):
-        if not self.points:
-            self.state.textinfo = html.escape(self.message)
-            return
-        p = self.points[-1]
-        buffer = io.BytesIO()
-        render_chart(self.points[-2000:]).save(buffer, format="PNG")
-        chart = base64.b64encode(buffer.getvalue()).decode("ascii")
-        self.state.textinfo = (
-            f"<p>Loss: {p.loss:.7f}<br>Step: {p.step} (epoch {p.epoch}, {p.epoch_step} in epoch)<br>"
-            f"Learning rate: {p.learn_rate:.3g}<br>Last saved hypernetwork: {html.escape(self.last_saved)}<br>"
-            f"Last saved image: {html.escape(self.last_image)}<br>{html.escape(self.message)}</p>"
-            f"<img class='hnext-chart' src='data:image/png;base64,{chart}' style='max-width:100%'>")
+    def _show(self):
+        self.state.job_no = self.status.step
+        if self.status.preview is not None and self.status.preview is not self._preview_shown:
+            self._preview_shown = self.status.preview
+            self.state.assign_current_image(self.status.preview)
+        self.state.textinfo = self.status.html(with_preview=False)  # the preview has its own place on the page
 
 
 def settings_from_webui_arguments(*, learn_rate, batch_size, gradient_step, data_root, log_directory, training_width,

@@ -4,32 +4,74 @@ from __future__ import annotations
 
 import html
 import os
+import queue
+import threading
 from pathlib import Path
 
+from ..config import DEFAULT_SIZES
+from ..errors import ConfigError
 from . import create_tab, generate_tab, train_tab
 
 
-def _start_training(folder: Path, model: str):
-    """Standalone: train on the built-in model (or --model) and answer with the result and its chart."""
-    def start(name, settings, task_id=None):
-        import base64
-        import io
+def _network_path(folder: Path, name: str) -> Path | None:
+    return next((p for p in sorted(folder.glob(f"{name}.*")) if p.suffix in (".pt", ".safetensors")), None)
 
+
+class StandaloneTraining:
+    """Train_Gamma's ``start`` in the app: one run at a time, in a worker thread, on the built-in model (or
+    --model), streaming its status to the page while it runs; Interrupt stops it at the next step."""
+
+    def __init__(self, folder: Path, model: str):
+        self.folder, self.model = folder, model
+        self.stop_requested = threading.Event()
+        self.running = threading.Lock()  # held by the worker, so a page that went away cannot start a second run
+
+    def interrupt(self):
+        self.stop_requested.set()
+
+    def start(self, name, settings, task_id=None):
+        path = _network_path(self.folder, name)
+        if path is None:
+            raise ConfigError("hypernetwork", f"{name} was not found in {self.folder}; press refresh")
+        if not self.running.acquire(blocking=False):
+            raise ConfigError("hypernetwork", "Another training run is going; wait for it or press Interrupt")
+        self.stop_requested.clear()
+        status = train_tab.TrainingStatus(settings.max_steps, "Loading the model...")
+        changes: queue.Queue = queue.Queue()
+        outcome = {}
+        threading.Thread(target=self._work, args=(path, settings, status, changes, outcome), daemon=True,
+                         name="hypernetwork-training").start()
+        yield status.html()
+        while _next_change(changes):
+            yield status.html()
+        if "error" in outcome:
+            raise outcome["error"]
+        result, demonstration = outcome["result"], outcome["demonstration"]
+        verb = "interrupted" if result.interrupted else "finished"
+        note = " (demonstration model)" if demonstration else ""
+        yield (f"Training {verb} at step {result.steps_done}{note}. Hypernetwork saved to "
+               f"{html.escape(str(result.output_path))}" + status.html())
+
+    def _work(self, path, settings, status, changes, outcome):
         from ..train_cli import load_adapter
         from ..training import train
-        from ..training.chart import render_chart
-        path = next((p for p in sorted(folder.glob(f"{name}.*")) if p.suffix in (".pt", ".safetensors")), None)
-        if path is None:
-            return f"{html.escape(name)} was not found in {html.escape(str(folder))}"
-        adapter, demonstration = load_adapter(model, "auto")
-        result = train(adapter, path, settings)
-        buffer = io.BytesIO()
-        render_chart(result.losses).save(buffer, format="PNG")
-        chart = base64.b64encode(buffer.getvalue()).decode("ascii")
-        note = " (demonstration model)" if demonstration else ""
-        return (f"Training finished at step {result.steps_done}{note}. Hypernetwork saved to "
-                f"{html.escape(str(result.output_path))}<br><img src='data:image/png;base64,{chart}' style='max-width:100%'>")
-    return start
+        try:
+            adapter, outcome["demonstration"] = load_adapter(self.model, "auto")
+            outcome["result"] = train(adapter, path, settings,
+                                      callbacks=status.callbacks(lambda: changes.put(True), self.stop_requested.is_set))
+        except BaseException as error:  # handed to the page's thread, which reports it
+            outcome["error"] = error
+        finally:
+            self.running.release()
+            changes.put(None)
+
+
+def _next_change(changes: queue.Queue) -> bool:
+    """Waits for a change; False once the run has ended. Changes that queued up meanwhile become one update."""
+    change = changes.get()
+    while change is not None and not changes.empty():
+        change = changes.get_nowait()
+    return change is not None
 
 
 def build_app(folder: str | Path, model: str = "tiny"):
@@ -41,15 +83,25 @@ def build_app(folder: str | Path, model: str = "tiny"):
     with gr.Blocks(title="Hypernetworks", analytics_enabled=False) as app:
         gr.Markdown(f"Hypernetworks are read from and written to `{folder.resolve()}`.")
         with gr.Tab("Create Beta hypernetwork"):
-            create_tab.build(gr, lambda: str(folder))
+            create_tab.build(gr, lambda: str(folder), sizes=_attention_widths(model))
         def names():
             return sorted({p.name.split(".")[0] for p in folder.iterdir() if p.suffix in (".pt", ".safetensors")})
 
         with gr.Tab("Train_Gamma"):
-            train_tab.build(gr, names, _start_training(folder, model))
+            training = StandaloneTraining(folder, model)
+            tab = train_tab.build(gr, names, training.start)
+            tab["interrupt"].click(fn=training.interrupt, inputs=[], outputs=[], queue=False)  # not behind the run
         with gr.Tab("Generate"):
             generate_tab.build(gr, names, generate_tab.make_generate(folder, _cached_adapter(model)))
     return app
+
+
+def _attention_widths(model: str) -> tuple[int, ...]:
+    """The module sizes to offer: a network made with none of the model's widths could not be trained on it."""
+    if model == "tiny":
+        from ..models.tiny import TINY_ATTENTION_WIDTHS
+        return TINY_ATTENTION_WIDTHS
+    return DEFAULT_SIZES
 
 
 def _cached_adapter(model: str):
@@ -66,6 +118,13 @@ def _cached_adapter(model: str):
 
 def launch(folder: str | Path, port: int, block: bool = True, model: str = "tiny"):
     app = build_app(folder, model)
-    app.queue().launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=not block,
+    app.queue(**_queue_options()).launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=not block,
                        show_error=True, inbrowser=False)
     return app
+
+
+def _queue_options() -> dict:
+    """Gradio 3 has one queue worker for all events, so Create and Generate would wait for a whole training run;
+    Gradio 4 already runs different events side by side."""
+    import gradio as gr
+    return {"concurrency_count": 4} if gr.__version__.startswith("3.") else {}

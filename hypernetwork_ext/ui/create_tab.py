@@ -96,8 +96,10 @@ def field_message(text: str | None) -> str:
     return "" if not text else f"<span class='hnext-error' style='color:#d33'>{html.escape(text)}</span>"
 
 
-def build(gr, folder: Callable[[], str], on_created: Callable[[], None] | None = None, elem_prefix: str = "hnext_create"):
-    """The tab's content (call inside a ``gr.Tab``); ``folder()`` gives the hypernetworks folder."""
+def build(gr, folder: Callable[[], str], on_created: Callable[[], None] | None = None, elem_prefix: str = "hnext_create",
+          sizes: tuple[int, ...] = DEFAULT_SIZES):
+    """The tab's content (call inside a ``gr.Tab``); ``folder()`` gives the hypernetworks folder, ``sizes`` the
+    attention widths offered as modules (those of the model the networks are for)."""
     def eid(name):
         return f"{elem_prefix}_{name}"
 
@@ -106,8 +108,8 @@ def build(gr, folder: Callable[[], str], on_created: Callable[[], None] | None =
         with gr.Column():
             name = gr.Textbox(label="Name", elem_id=eid("name"))
             messages["name"] = gr.HTML(elem_id=eid("name_message"))
-            sizes = gr.CheckboxGroup(label="Modules", choices=[str(s) for s in DEFAULT_SIZES],
-                                     value=[str(s) for s in DEFAULT_SIZES], elem_id=eid("sizes"))
+            modules = gr.CheckboxGroup(label="Modules", choices=[str(s) for s in sizes], value=[str(s) for s in sizes],
+                                       elem_id=eid("sizes"))
             messages["sizes"] = gr.HTML(elem_id=eid("sizes_message"))
             layers = gr.Textbox(label="Enter hypernetwork layer structure", value="1, 2, 1", elem_id=eid("layers"),
                                 placeholder="1st and last digit must be 1. ex:'1, 2, 1'")
@@ -146,7 +148,7 @@ def build(gr, folder: Callable[[], str], on_created: Callable[[], None] | None =
                 button = gr.Button(value="Create hypernetwork", variant="primary", elem_id=eid("button"))
             output = gr.HTML(elem_id=eid("output"))
 
-    inputs = [name, sizes, layers, activation, weight_init, seed, std, layer_norm, use_dropout, dropout, residual,
+    inputs = [name, modules, layers, activation, weight_init, seed, std, layer_norm, use_dropout, dropout, residual,
               residual_linear, info, overwrite, file_format]
     message_order = ["name", "sizes", "layer_structure", "activation", "weight_init", "seed", "init_std",
                      "dropout_structure"]

@@ -1,16 +1,22 @@
 """Train_Gamma: every training control, one table of fields, a handler that validates them into
-``TrainingSettings`` (messages beside the inputs), settings saved to and loaded from JSON, and the
-Gradio layout. How training then runs (WebUI or standalone) is the host's ``start`` function."""
+``TrainingSettings`` (messages beside the inputs), settings saved to and loaded from JSON, the status
+a page shows while training runs, and the Gradio layout. How training then runs (WebUI or standalone)
+is the host's ``start`` function."""
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import html
+import inspect
+import io
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
-from ..errors import ConfigError, HypernetworkFileError
+from ..errors import ConfigError, HypernetworkError, HypernetworkFileError
+from ..training import Callbacks
+from ..training.chart import render_chart
 from ..training.optimizers import available_optimizers
 from ..training.settings import (CLIP_MODES, LATENT_CACHES, LATENT_SAMPLING, LOSSES, NAN_POLICIES, PRECISIONS,
                                  TrainingSettings, coerce_to_kind)
@@ -136,11 +142,65 @@ def load_settings(path: str | Path) -> tuple[list | None, str]:
         return None, f"Not loaded: {error}"
 
 
-def build(gr, hypernetwork_choices: Callable[[], list[str]], start: Callable[..., str],
+def png_data_uri(image) -> str:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+class TrainingStatus:
+    """What a page shows while training runs, kept up to date by the engine's callbacks: step of total,
+    loss, learning rate, the last saved copy and preview, the loss/learning-rate chart."""
+
+    def __init__(self, max_steps: int, message: str = ""):
+        self.max_steps, self.message = max_steps, message
+        self.step, self.points = 0, []
+        self.last_saved, self.last_image, self.preview = "-", "-", None
+
+    def callbacks(self, changed: Callable[[], None] = lambda: None,
+                  should_stop: Callable[[], bool] | None = None) -> Callbacks:
+        def record(update):
+            def hook(*args):
+                update(*args)
+                changed()
+            return hook
+        return Callbacks(status=record(self._status), progress=record(self._progress), loss=record(self.points.append),
+                         preview=record(self._preview), saved=record(self._saved), should_stop=should_stop)
+
+    def _status(self, text: str):
+        self.message = text
+
+    def _progress(self, step: int, total: int):
+        self.step, self.max_steps = step, total
+
+    def _preview(self, step: int, image, path: Path):
+        self.preview, self.last_image = image, str(path)
+
+    def _saved(self, path: Path):
+        self.last_saved = str(path)
+
+    def html(self, with_preview: bool = True) -> str:
+        """Starts with a newline: the WebUI's progress bar shows one-line status text inside the bar itself."""
+        if not self.points:
+            return "\n<p>" + html.escape(self.message) + "</p>"
+        p = self.points[-1]
+        chart = png_data_uri(render_chart(self.points[-2000:]))
+        preview = (f"<img class='hnext-preview' src='{png_data_uri(self.preview)}' style='max-width:256px'>"
+                   if with_preview and self.preview is not None else "")
+        return (f"\n<p>Step: {self.step} of {self.max_steps} (epoch {p.epoch}, {p.epoch_step} in epoch)<br>"
+                f"Loss: {p.loss:.7f}<br>Learning rate: {p.learn_rate:.3g}<br>"
+                f"Last saved hypernetwork: {html.escape(self.last_saved)}<br>"
+                f"Last saved image: {html.escape(self.last_image)}<br>{html.escape(self.message)}</p>"
+                f"<img class='hnext-chart' src='{chart}' style='max-width:100%'>{preview}")
+
+
+def build(gr, hypernetwork_choices: Callable[[], list[str]], start: Callable[..., str | Iterator[str]],
           elem_prefix: str = "hnext_train", progress_js: str | None = None):
     """The tab's content. ``start(hypernetwork_name, settings, task_id)`` runs training and returns an HTML
-    reply. With ``progress_js`` (a page function that supplies a task id, as the WebUI's Train tab does),
-    a hidden first input carries the id and the host can report progress under it."""
+    reply; a generator function instead yields HTML as training goes, and the page shows each (Gradio
+    streams it; the app needs ``queue()``). With ``progress_js`` (a page function that supplies a task id,
+    as the WebUI's Train tab does), a hidden first input carries the id and the host can report progress
+    under it."""
     def eid(name):
         return f"{elem_prefix}_{name.replace('.', '_')}"
 
@@ -160,7 +220,7 @@ def build(gr, hypernetwork_choices: Callable[[], list[str]], start: Callable[...
     defaults = dict(zip((f.key for f in FIELDS), default_values()))
     with gr.Row():
         hypernetwork = gr.Dropdown(label="Hypernetwork", choices=hypernetwork_choices(), elem_id=eid("hypernetwork"))
-        refresh = gr.Button(value="\U0001f504", elem_id=eid("refresh"))
+        refresh = gr.Button(value="\U0001f504", elem_id=eid("refresh"), scale=0, min_width=48)  # a tool button
     messages["hypernetwork"] = gr.HTML(elem_id=eid("hypernetwork_message"))
     for spec in (f for f in FIELDS if not f.advanced):
         components[spec.key] = component(spec, defaults[spec.key])
@@ -186,23 +246,44 @@ def build(gr, hypernetwork_choices: Callable[[], list[str]], start: Callable[...
     inputs = [components[f.key] for f in FIELDS]
     message_keys = ["hypernetwork"] + [f.key for f in FIELDS] + ["settings"]
 
-    def run(task_id, name, *values):
+    message_outputs = [messages[key] for key in message_keys]
+    problems = gr.State({})  # {input key: message} from the last press of Train
+
+    def shown(errors: dict[str, str]) -> list:
+        return [field_message(errors.get(key)) for key in message_keys]
+
+    def replies(task_id, name, values) -> Iterator[tuple[str, dict[str, str]]]:
         settings, errors = settings_from_values(list(values))
         if not name:
             errors["hypernetwork"] = "Choose a hypernetwork to train"
         if errors or settings is None:
-            return [field_message(errors.get(key)) for key in message_keys] + ["Nothing was started: fix the marked inputs."]
+            yield "Nothing was started: fix the marked inputs.", errors
+            return
+        started = False
         try:
             reply = start(name, settings, task_id or None)
-        except (ConfigError, HypernetworkFileError) as error:
+            for text in [reply] if isinstance(reply, str) else reply:
+                started = True
+                yield text, {}
+        except HypernetworkError as error:
             key = getattr(error, "field", "settings")
-            errors[key if key in message_keys else "settings"] = str(error)
-            reply = "Training did not start."
-        return [field_message(errors.get(key)) for key in message_keys] + [reply]
+            yield ("Training stopped." if started else "Training did not start."), {
+                key if key in message_keys else "settings": str(error)}
 
-    click = {"_js": progress_js} if progress_js else {}
-    train_button.click(fn=run, inputs=[task, hypernetwork] + inputs,
-                       outputs=[messages[key] for key in message_keys] + [output], **click)
+    def run(task_id, name, *values):
+        *_, last = replies(task_id, name, values)
+        return last
+
+    def run_streaming(task_id, name, *values):
+        yield from replies(task_id, name, values)
+
+    handler = run_streaming if inspect.isgeneratorfunction(start) else run
+    # The messages beside the inputs are filled before and after the run, not by it: Gradio gives each output
+    # of a running event a spinner and extra height, which would stretch the whole form while training runs.
+    train_button.click(fn=lambda: shown({}), inputs=[], outputs=message_outputs, queue=False).then(
+        fn=handler, inputs=[task, hypernetwork] + inputs, outputs=[output, problems],
+        **({"_js": progress_js} if progress_js else {})).then(
+        fn=shown, inputs=[problems], outputs=message_outputs, queue=False)
     refresh.click(fn=lambda: gr.update(choices=hypernetwork_choices()), inputs=[], outputs=[hypernetwork])
     save_button.click(fn=lambda path, *values: html.escape(save_settings(list(values), path)),
                       inputs=[settings_file] + inputs, outputs=[messages["settings"]])
@@ -215,5 +296,5 @@ def build(gr, hypernetwork_choices: Callable[[], list[str]], start: Callable[...
 
     load_button.click(fn=load, inputs=[settings_file], outputs=inputs + [messages["settings"]])
     return {"hypernetwork": hypernetwork, "inputs": inputs, "train": train_button, "interrupt": interrupt,
-            "output": output, "messages": messages, "run": run}
+            "output": output, "messages": messages, "run": handler}
 

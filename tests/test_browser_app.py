@@ -1,0 +1,79 @@
+"""The standalone app, served on 127.0.0.1, driven in headless Chromium: create, a short training run whose
+progress shows while it runs, and an image from the trained network. A screenshot of each tab is kept in
+tests/artifacts/."""
+
+import re
+
+import pytest
+
+from browser import (chromium_page, choose, fill, free_port, open_tab, record_html, recorded_html, screenshot,
+                     wait_for_text)
+from training_helpers import make_images
+
+
+@pytest.fixture
+def app_page(tmp_path):
+    from hypernetwork_ext.ui.app import launch
+    folder = tmp_path / "hypernetworks"
+    port = free_port()
+    app = launch(folder, port, block=False)
+    try:
+        with chromium_page() as page:
+            page.goto(f"http://127.0.0.1:{port}/")
+            yield page, folder, tmp_path
+    finally:
+        app.close()
+
+
+def test_create_train_and_generate_in_the_browser(app_page):
+    page, folder, tmp_path = app_page
+
+    fill(page, {"hnext_create_name": "browser_net", "hnext_create_layers": "1, a, 1"})
+    page.click("#hnext_create_button")
+    wait_for_text(page, "hnext_create_layers_message", "is not a number")  # beside the input
+    assert not list(folder.iterdir())
+    fill(page, {"hnext_create_layers": "1, 3, 1"})
+    page.click("#hnext_create_button")
+    wait_for_text(page, "hnext_create_output", "Created:")
+    assert (folder / "browser_net.pt").exists(), (page.inner_text("#hnext_create_output"), list(folder.iterdir()))
+    assert "not a number" not in page.inner_text("#hnext_create_layers_message")  # the message went away
+    screenshot(page, "app_create_tab")
+
+    open_tab(page, "Train_Gamma")
+    page.click("#hnext_train_train")
+    wait_for_text(page, "hnext_train_hypernetwork_message", "Choose a hypernetwork to train")  # beside the input
+    page.click("#hnext_train_refresh")
+    choose(page, "hnext_train_hypernetwork", "browser_net")
+    make_images(tmp_path / "data", 4, sizes=((64, 64),))
+    fill(page, {"hnext_train_data_dir": tmp_path / "data", "hnext_train_log_dir": tmp_path / "logs",
+                "hnext_train_learn_rate": "1e-3", "hnext_train_width": 64, "hnext_train_height": 64,
+                "hnext_train_max_steps": 6, "hnext_train_save_every": 0, "hnext_train_preview_every": 2,
+                "hnext_train_preview_steps": 2, "hnext_train_preview_width": 64, "hnext_train_preview_height": 64})
+    record_html(page, "hnext_train_output")
+    page.click("#hnext_train_train")
+    page.locator("#hnext_train_output img.hnext-chart").wait_for()
+    screenshot(page, "app_train_tab_running")
+    wait_for_text(page, "hnext_train_output", "Training finished at step 6")
+    seen = recorded_html(page, "hnext_train_output")
+    while_running = [html for html in seen if "Training finished" not in html]
+    steps_shown = {int(m) for html in while_running for m in re.findall(r"Step: (\d+) of 6", html)}
+    assert len(steps_shown) >= 2, seen  # the status changed while training ran
+    assert any("hnext-chart" in html for html in while_running)  # the chart, before the end
+    assert any("hnext-preview" in html for html in while_running)  # a preview, as soon as one was made
+    assert page.locator("#hnext_train_output img.hnext-chart").count() == 1
+    screenshot(page, "app_train_tab")
+
+    fill(page, {"hnext_train_max_steps": 2000, "hnext_train_preview_every": 0})
+    page.click("#hnext_train_train")
+    wait_for_text(page, "hnext_train_output", "of 2000")
+    page.click("#hnext_train_interrupt")
+    wait_for_text(page, "hnext_train_output", "Training interrupted at step")
+
+    open_tab(page, "Generate")
+    page.click("#hnext_generate_refresh")
+    choose(page, "hnext_generate_hypernetwork", "browser_net")
+    fill(page, {"hnext_generate_prompt": "a red cat", "hnext_generate_steps": 4})
+    page.click("#hnext_generate_button")
+    wait_for_text(page, "hnext_generate_message", "Generated with browser_net at strength 1")
+    page.locator("#hnext_generate_image img").first.wait_for()
+    screenshot(page, "app_generate_tab")
