@@ -1,4 +1,5 @@
-"""Run with the Gradio 4 environment's Python: builds and serves the app's tabs, prints what /config holds."""
+"""Run with the Gradio 4 environment's Python. Without arguments: builds and serves the app's tabs and prints
+what /config holds. With `--serve PORT FOLDER`: serves the app there until killed (a browser test drives it)."""
 import json
 import socket
 import sys
@@ -11,6 +12,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import gradio  # noqa: E402
 
 from hypernetwork_ext.ui.app import launch  # noqa: E402
+
+if sys.argv[1:2] == ["--serve"]:
+    launch(sys.argv[3], int(sys.argv[2]), block=True)
+    sys.exit(0)
 
 with socket.socket() as probe:
     probe.bind(("127.0.0.1", 0))
