@@ -146,3 +146,15 @@ def test_tensorboard_missing_is_said_not_fatal(tmp_path):
                                                                     max_steps=1),
                    output_path=tmp_path / "o.pt", log_dir=tmp_path / "logs", callbacks=Callbacks(status=said.append))
     assert result.steps_done == 1 and any("tensorboard package is not installed" in line for line in said)
+
+
+@pytest.mark.parametrize("count", [1, 2, 50])
+def test_the_chart_shows_the_loss_and_rate_from_the_first_step(count):
+    from hypernetwork_ext.training import chart
+    from hypernetwork_ext.training.engine import LossPoint
+    points = [LossPoint(step, 1, step, 1.0 / step, 1e-4) for step in range(1, count + 1)]
+    plot_area = (chart.MARGIN_LEFT + 1, chart.MARGIN_TOP + 1, chart.WIDTH - chart.MARGIN_RIGHT,
+                 chart.HEIGHT - chart.MARGIN_BOTTOM)  # inside the frame: the labels outside share the colours
+    colours = {colour for _, colour in chart.render_chart(points).crop(plot_area).getcolors(maxcolors=100_000)}
+    AVERAGE_COLOUR, RATE_COLOUR = chart.AVERAGE_COLOUR, chart.RATE_COLOUR
+    assert AVERAGE_COLOUR in colours and RATE_COLOUR in colours

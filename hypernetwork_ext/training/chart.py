@@ -52,9 +52,11 @@ def render_chart(points: list[LossPoint], title: str = "") -> Image.Image:
 
     def line(values, lo, hi, colour, width):
         coords = [(x_of(s), y_of(v, lo, hi)) for s, v in zip(steps, values)]
-        if len(coords) == 1:
-            coords = coords * 2
-        draw.line(coords, fill=colour, width=width)
+        if len(coords) == 1:  # the first step: a line of one point would not show
+            x, y = coords[0]
+            draw.ellipse([x - 3, y - 3, x + 3, y + 3], fill=colour)
+        else:
+            draw.line(coords, fill=colour, width=width)
 
     line(losses, low, high, LOSS_COLOUR, 1)
     line(moving_average(losses, max(1, len(losses) // 20)), low, high, AVERAGE_COLOUR, 2)

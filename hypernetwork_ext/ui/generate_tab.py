@@ -51,7 +51,7 @@ def build(gr, hypernetwork_choices: Callable[[], list[str]], generate, elem_pref
             with gr.Row():
                 name = gr.Dropdown(label="Hypernetwork", choices=[""] + hypernetwork_choices(), value="",
                                    elem_id=eid("hypernetwork"))
-                refresh = gr.Button(value="\U0001f504", elem_id=eid("refresh"))
+                refresh = gr.Button(value="\U0001f504", elem_id=eid("refresh"), scale=0, min_width=48)  # a tool button
             strength = gr.Slider(label="Hypernetwork strength", minimum=0, maximum=2, step=0.05, value=1.0,
                                  elem_id=eid("strength"))
             prompt = gr.Textbox(label="Prompt", elem_id=eid("prompt"))
