@@ -8,11 +8,13 @@ import json
 import os
 import pickle
 import zipfile
+from unittest import mock
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import torch
+from PIL import Image
 
 from hypernetwork_ext import Hypernetwork, HypernetworkConfig, files
 from hypernetwork_ext.config import parse_dropout_structure, parse_layer_structure, parse_name
@@ -25,8 +27,9 @@ from hypernetwork_ext.training.schedule import StepSchedule
 class Row:
     group: str
     what: str
-    run: Callable[[Path], object]  # raises; the message must contain `expect`
-    expect: str
+    run: Callable[[Path], object]  # an error row raises; a report row returns the dataset report's text
+    expect: str  # the message contains this
+    shown: str = "error"  # or where the dataset report lists it: "note" (used anyway) or "skipped"
 
 
 def _file(content: bytes, name="bad.pt"):
@@ -69,6 +72,34 @@ def _folder(setup):
     return run
 
 
+def _report(setup):
+    """A dataset with one good image plus the case: what the dataset report says (training goes on)."""
+    def run(tmp: Path):
+        folder = tmp / "data"
+        folder.mkdir()
+        Image.new("RGB", (64, 64), "gray").save(folder / "good.png")
+        setup(folder)
+        return scan_folder(folder, width=64, height=64, no_crop=True, use_alpha=False)[1].summary()
+    return run
+
+
+def _unreadable(folder: Path):
+    """Reading the folder's listing fails as it does without permission (tests run as root, where chmod
+    would not stop the read)."""
+    folder.mkdir()
+    with mock.patch.object(Path, "iterdir", side_effect=PermissionError(13, "Permission denied")):
+        return scan_folder(folder, width=64, height=64, no_crop=True, use_alpha=False)
+
+
+def _unreadable_caption(tmp: Path):
+    """A caption whose reading fails as it does without permission (as root, chmod would not stop it)."""
+    def setup(folder: Path):
+        Image.new("RGB", (64, 64), "gray").save(folder / "locked.png")
+        (folder / "locked.txt").write_text("a locked caption")
+    with mock.patch.object(Path, "read_bytes", side_effect=PermissionError(13, "Permission denied")):
+        return _report(setup)(tmp)
+
+
 def _settings(data):
     def run(tmp: Path):
         (tmp / "s.json").write_text(data if isinstance(data, str) else json.dumps(data))
@@ -105,6 +136,18 @@ ROWS: list[Row] = [
     Row("dataset", "missing folder", _folder(lambda f: None), "does not exist or is not a folder"),
     Row("dataset", "empty folder", _folder(lambda f: f.mkdir()), "the folder is empty"),
     Row("dataset", "only unusable files", _folder(lambda f: (f.mkdir(), (f / "a.bin").write_bytes(b"12"))), "No usable images"),
+    Row("dataset", "a file instead of a folder", _folder(lambda f: f.write_bytes(b"x")), "does not exist or is not a folder"),
+    Row("dataset", "a folder that cannot be read", lambda t: _unreadable(t / "data"), "cannot be read (Permission denied)"),
+    Row("dataset", "caption in another encoding (Shift-JIS)", _report(lambda f: (
+        Image.new("RGB", (64, 64)).save(f / "cat.png"), (f / "cat.txt").write_bytes("猫, 耳".encode("shift_jis")))),
+        "caption is not UTF-8; read as", shown="note"),
+    Row("dataset", "caption in UTF-16", _report(lambda f: (
+        Image.new("RGB", (64, 64)).save(f / "cat.png"), (f / "cat.txt").write_bytes("猫, 耳".encode("utf-16")))),
+        "caption read as UTF-16", shown="note"),
+    Row("dataset", "a caption that cannot be read", _unreadable_caption, "its caption locked.txt cannot be read (Permission denied)",
+        shown="skipped"),
+    Row("dataset", "a damaged image among good ones", _report(lambda f: (f / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n")),
+        "broken.png: not an image PIL can read", shown="skipped"),
     Row("training settings", "zero steps", lambda t: TrainingSettings(max_steps=0), "Max steps (0) must be at least 1"),
     Row("training settings", "negative batch size", lambda t: TrainingSettings(batch_size=-1), "Batch size (-1) must be at least 1"),
     Row("training settings", "negative interval", lambda t: TrainingSettings(save_every=-5), "Save every (-5) must be at least 0"),
@@ -133,10 +176,12 @@ def render() -> str:
     lines = ["# Bad inputs and their messages", "",
              "Generated from `tests/bad_inputs.py` by `python tests/bad_inputs.py`; `tests/test_bad_inputs.py` runs "
              "every row and checks this file is current.", "",
-             f"{len(ROWS)} rows.", "", "| input | case | message contains |", "|---|---|---|"]
+             f"{len(ROWS)} rows. *error*: nothing is started or loaded and the message says why; *note* / *skipped*: "
+             "the dataset report beside the training output lists the file (used anyway / left out) with the message.",
+             "", "| input | case | shown as | message contains |", "|---|---|---|---|"]
     for row in ROWS:
         expect = row.expect.replace("|", "\\|")
-        lines.append(f"| {row.group} | {row.what} | {expect} |")
+        lines.append(f"| {row.group} | {row.what} | {row.shown} | {expect} |")
     return "\n".join(lines) + "\n"
 
 

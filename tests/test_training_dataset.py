@@ -114,7 +114,7 @@ def test_captions(tmp_path):
     (tmp_path / "x.png").write_bytes(b"")
     (tmp_path / "x.txt").write_bytes("café, ねこ".encode("utf-16"))
     caption, note = read_caption(tmp_path / "x.png")
-    assert caption == "café, ねこ" and "utf-16" in note
+    assert caption == "café, ねこ" and "UTF-16" in note
     (tmp_path / "y.png").write_bytes(b"")
     (tmp_path / "y.txt").write_bytes("café".encode("cp1252"))
     assert read_caption(tmp_path / "y.png")[0] == "café"

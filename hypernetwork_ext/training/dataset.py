@@ -119,13 +119,14 @@ def read_caption(image_path: Path) -> tuple[str, str | None]:
     if text_path.is_file():
         raw = text_path.read_bytes()
         if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
-            return raw.decode("utf-16").strip(), "caption read as utf-16, not UTF-8"
+            return raw.decode("utf-16").strip(), "caption read as UTF-16 (it has a byte-order mark), not UTF-8"
         try:
             return raw.decode("utf-8-sig").strip(), None
         except UnicodeDecodeError:
             for encoding in CAPTION_ENCODINGS:
                 try:
-                    return raw.decode(encoding).strip(), f"caption read as {encoding}, not UTF-8"
+                    return raw.decode(encoding).strip(), (f"caption is not UTF-8; read as {encoding} (if its words "
+                                                          f"look wrong, save {text_path.name} as UTF-8)")
                 except UnicodeDecodeError:
                     continue
     return _LEADING_NUMBER.sub("", image_path.stem).strip(), None
@@ -485,7 +486,12 @@ def scan_folder(data_dir: str | Path, *, width: int, height: int, no_crop: bool,
             report.skipped.append(Problem(str(path), f"cannot be read ({error.strerror or error})"))
             continue
         size = target_size(*image.size, width, height, no_crop)
-        caption, caption_note = read_caption(path)
+        try:
+            caption, caption_note = read_caption(path)
+        except OSError as error:
+            report.skipped.append(Problem(str(path), f"its caption {path.with_suffix('.txt').name} cannot be read "
+                                                     f"({error.strerror or error})"))
+            continue
         weight = alpha_weight(alpha, size) if alpha is not None else None
         if use_alpha and alpha is not None and float(alpha.max()) == 0.0:
             report.skipped.append(Problem(str(path), "fully transparent: nothing to learn with alpha as loss weight"))
