@@ -9,6 +9,7 @@ moving the optimizer state to CPU memory during previews (separate processes; on
 is already in CPU memory, so the two agree there). Last line: one JSON object.
 
     python bench/train.py [--steps 6] [--device cpu|cuda] [--precision auto|no|fp16|bf16]
+                          [--preview-size 256] [--memory-only]
 """
 
 from __future__ import annotations
@@ -99,16 +100,16 @@ def time_floor(adapter, network_path, steps, with_hypernetwork: bool, precision:
     return times
 
 
-def peak_memory(unload: bool, device: str, precision: str) -> float:
+def peak_memory(unload: bool, device: str, precision: str, preview_size: int) -> float:
     """Peak memory (MB) of a 3-step run with a preview every step, measured in a fresh process."""
     code = (f"import sys; sys.argv=['x', '--memory-run', '{int(unload)}', '--device', '{device}', "
-            f"'--precision', '{precision}']; "
+            f"'--precision', '{precision}', '--preview-size', '{preview_size}']; "
             f"sys.path.insert(0, {str(Path(__file__).resolve().parent)!r}); import train as t; t.main()")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     return float(out.strip().splitlines()[-1])
 
 
-def memory_run(unload: bool, device: torch.device, precision: str) -> None:
+def memory_run(unload: bool, device: torch.device, precision: str, preview_size: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         data, network_path = make_workspace(folder)
@@ -116,7 +117,7 @@ def memory_run(unload: bool, device: torch.device, precision: str) -> None:
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats()
         train(adapter, network_path, settings_for(data, 3, precision, preview_every=1, unload_optimizer_for_preview=unload,
-                                                   preview={"steps": 4, "width": 256, "height": 256, "seed": 1}),
+                                                   preview={"steps": 4, "width": preview_size, "height": preview_size, "seed": 1}),
               output_path=folder / "o.pt", log_dir=folder / "logs")
         if device.type == "cuda":
             print(torch.cuda.max_memory_allocated() / 2 ** 20)
@@ -130,11 +131,20 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--precision", default="auto", choices=("auto", "no", "fp16", "bf16"),
                         help="mixed precision of engine and floor alike (CUDA only; the CPU trains in float32)")
+    parser.add_argument("--preview-size", type=int, default=256,
+                        help="preview width and height in the memory runs (larger than training: previews set the peak)")
+    parser.add_argument("--memory-only", action="store_true", help="only the two peak-memory runs")
     parser.add_argument("--memory-run", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     device = torch.device(args.device)
     if args.memory_run is not None:
-        memory_run(bool(int(args.memory_run)), device, args.precision)
+        memory_run(bool(int(args.memory_run)), device, args.precision, args.preview_size)
+        return
+    peaks = (peak_memory(True, args.device, args.precision, args.preview_size),
+             peak_memory(False, args.device, args.precision, args.preview_size))
+    if args.memory_only:
+        print(json.dumps({"preview_size": args.preview_size, "peak_mb_unload": round(peaks[0], 1),
+                          "peak_mb_no_unload": round(peaks[1], 1)}))
         return
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -145,8 +155,7 @@ def main() -> None:
         engine = time_engine(adapter, data, network_path, args.steps, folder, args.precision)
         plain = time_floor(adapter, network_path, args.steps, False, args.precision)
         floor += time_floor(adapter, network_path, args.steps, True, args.precision)  # before and after: drift shows up here
-    peak_unload, peak_no_unload = (peak_memory(True, args.device, args.precision),
-                                   peak_memory(False, args.device, args.precision))
+    peak_unload, peak_no_unload = peaks
 
     fastest = {"engine step": min(engine), "floor (UNet fwd+bwd with hypernetwork)": min(floor),
                "plain UNet fwd+bwd": min(plain)}
