@@ -73,9 +73,7 @@ def load_adapter(model: str, device: str, model_config: str | None = None):
     ``model_config``, a local diffusers folder holding its configs and tokenizer)."""
     device = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
                           ("cpu" if device == "auto" else device))
-    if model_config is not None and Path(model).suffix.lower() not in (".safetensors", ".ckpt"):
-        raise ConfigError("model_config", "--model-config goes with a .safetensors/.ckpt checkpoint --model; a "
-                                          "diffusers folder holds its own configs and 'tiny' needs none")
+    check_model_config(model, model_config)
     if model == "tiny":
         from .adapters.ldm import LdmAdapter
         from .models.tiny import tiny_latent_diffusion
@@ -89,6 +87,12 @@ def load_adapter(model: str, device: str, model_config: str | None = None):
         return DiffusersAdapter(**_single_file_components(path, device, model_config)), False
     raise ConfigError("model", f"--model {model!r}: give 'tiny', a diffusers model folder, or a .safetensors/.ckpt "
                                f"checkpoint that exists")
+
+
+def check_model_config(model: str, model_config: str | None) -> None:
+    if model_config is not None and Path(model).suffix.lower() not in (".safetensors", ".ckpt"):
+        raise ConfigError("model_config", "--model-config goes with a .safetensors/.ckpt checkpoint --model; a "
+                                          "diffusers folder holds its own configs and 'tiny' needs none")
 
 
 def _tokenizer(tokenizer):
@@ -280,6 +284,8 @@ def add_commands(commands) -> None:
     app.add_argument("--port", type=int, default=7870)
     app.add_argument("--folder", default="hypernetworks", help="where hypernetworks are read and written")
     app.add_argument("--model", default="tiny", help="model to train on: tiny, a diffusers folder or a checkpoint")
+    app.add_argument("--model-config", default=None, metavar="DIR",
+                     help="for a checkpoint --model: a local diffusers model folder with its configs and tokenizer")
     app.set_defaults(run=run_app)
 
 
@@ -288,9 +294,10 @@ def run_app(args) -> None:
         import gradio  # noqa: F401
     except ImportError:
         raise ConfigError("app", "the app needs Gradio: pip install 'hypernetwork-ext[app]'") from None
+    check_model_config(args.model, args.model_config)
     from .ui.app import launch
     print(f"Serving on http://127.0.0.1:{args.port} (Ctrl+C to stop)")
-    launch(args.folder, args.port, model=args.model)
+    launch(args.folder, args.port, model=args.model, model_config=args.model_config)
 
 
 def _split_and_run(args) -> None:

@@ -152,3 +152,9 @@ def test_model_config_without_a_checkpoint_is_refused(tmp_path, capsys):
                  str(make_network(tmp_path / "n.pt")), "--data", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error:") and "--model-config goes with" in err[0], err
+
+
+def test_the_app_refuses_model_config_without_a_checkpoint(tmp_path, capsys):
+    assert main(["app", "--model", "tiny", "--model-config", str(tmp_path), "--folder", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error:") and "--model-config goes with" in err[0], err

@@ -21,8 +21,8 @@ class StandaloneTraining:
     """Train_Gamma's ``start`` in the app: one run at a time, in a worker thread, on the built-in model (or
     --model), streaming its status to the page while it runs; Interrupt stops it at the next step."""
 
-    def __init__(self, folder: Path, model: str):
-        self.folder, self.model = folder, model
+    def __init__(self, folder: Path, model: str, model_config: str | None = None):
+        self.folder, self.model, self.model_config = folder, model, model_config
         self.stop_requested = threading.Event()
         self.running = threading.Lock()  # held by the worker, so a page that went away cannot start a second run
 
@@ -56,7 +56,7 @@ class StandaloneTraining:
         from ..train_cli import load_adapter
         from ..training import train
         try:
-            adapter, outcome["demonstration"] = load_adapter(self.model, "auto")
+            adapter, outcome["demonstration"] = load_adapter(self.model, "auto", self.model_config)
             outcome["result"] = train(adapter, path, settings,
                                       callbacks=status.callbacks(lambda: changes.put(True), self.stop_requested.is_set))
         except BaseException as error:  # handed to the page's thread, which reports it
@@ -74,7 +74,7 @@ def _next_change(changes: queue.Queue) -> bool:
     return change is not None
 
 
-def build_app(folder: str | Path, model: str = "tiny"):
+def build_app(folder: str | Path, model: str = "tiny", model_config: str | None = None):
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home from a local tool
     import gradio as gr
 
@@ -88,11 +88,11 @@ def build_app(folder: str | Path, model: str = "tiny"):
             return sorted({p.name.split(".")[0] for p in folder.iterdir() if p.suffix in (".pt", ".safetensors")})
 
         with gr.Tab("Train_Gamma"):
-            training = StandaloneTraining(folder, model)
+            training = StandaloneTraining(folder, model, model_config)
             tab = train_tab.build(gr, names, training.start)
             tab["interrupt"].click(fn=training.interrupt, inputs=[], outputs=[], queue=False)  # not behind the run
         with gr.Tab("Generate"):
-            generate_tab.build(gr, names, generate_tab.make_generate(folder, _cached_adapter(model)))
+            generate_tab.build(gr, names, generate_tab.make_generate(folder, _cached_adapter(model, model_config)))
     return app
 
 
@@ -104,20 +104,20 @@ def _attention_widths(model: str) -> tuple[int, ...]:
     return DEFAULT_SIZES
 
 
-def _cached_adapter(model: str):
+def _cached_adapter(model: str, model_config: str | None = None):
     """The model for the Generate tab, loaded on first use."""
     cache = {}
 
     def get():
         if "adapter" not in cache:
             from ..train_cli import load_adapter
-            cache["adapter"] = load_adapter(model, "auto")[0]
+            cache["adapter"] = load_adapter(model, "auto", model_config)[0]
         return cache["adapter"]
     return get
 
 
-def launch(folder: str | Path, port: int, block: bool = True, model: str = "tiny"):
-    app = build_app(folder, model)
+def launch(folder: str | Path, port: int, block: bool = True, model: str = "tiny", model_config: str | None = None):
+    app = build_app(folder, model, model_config)
     app.queue(**_queue_options()).launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=not block,
                        show_error=True, inbrowser=False)
     return app
