@@ -201,6 +201,11 @@ class FastApplier:
         if not self.fast or self._must_run_plain():
             return apply_plain(self._transform, context_k, context_v)
         self._check_weights()
+        return self._fast_inputs(context_k, context_v)
+
+    def _fast_inputs(self, context_k, context_v):
+        """The key and value inputs once the plain formula is ruled out and the weights are checked:
+        cached at the text widths, folded where affine."""
         shared = context_v is None or context_v is context_k
         width = context_k.shape[-1]
         with torch.no_grad():
@@ -280,11 +285,7 @@ class FastApplier:
         self._check_weights()
         plan = self._plan(width, context.device)
         if plan is None:
-            if width in self.cached_widths:
-                k_in, v_in = self(context)
-            else:
-                with torch.no_grad():
-                    k_in, v_in = self._run(self._transform, context, context)
+            k_in, v_in = self._fast_inputs(context, None)
             return to_k(k_in), to_v(v_in)
         folded_k, folded_v = self._folded(to_k, plan[0], "k"), self._folded(to_v, plan[1], "v")
         return F.linear(context, *folded_k), F.linear(context, *folded_v)
