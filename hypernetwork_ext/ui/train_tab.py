@@ -164,7 +164,9 @@ class TrainingStatus:
                 update(*args)
                 changed()
             return hook
-        return Callbacks(status=record(self._status), progress=record(self._progress), loss=record(self.points.append),
+        # no update of its own for a loss point: the engine reports progress right after it, and rendering the
+        # chart twice a step (once with the old step count) would only cost the training loop time
+        return Callbacks(status=record(self._status), progress=record(self._progress), loss=self.points.append,
                          preview=record(self._preview), saved=record(self._saved), should_stop=should_stop)
 
     def _status(self, text: str):
