@@ -13,10 +13,6 @@ from ..errors import ConfigError
 from . import create_tab, generate_tab, train_tab
 
 
-def _network_path(folder: Path, name: str) -> Path | None:
-    return next((p for p in sorted(folder.glob(f"{name}.*")) if p.suffix in (".pt", ".safetensors")), None)
-
-
 class StandaloneTraining:
     """Train_Gamma's ``start`` in the app: one run at a time, in a worker thread, on the built-in model (or
     --model), streaming its status to the page while it runs; Interrupt stops it at the next step."""
@@ -30,7 +26,7 @@ class StandaloneTraining:
         self.stop_requested.set()
 
     def start(self, name, settings, task_id=None):
-        path = _network_path(self.folder, name)
+        path = generate_tab.find_network(self.folder, name)
         if path is None:
             raise ConfigError("hypernetwork", f"{name} was not found in {self.folder}; press refresh")
         if not self.running.acquire(blocking=False):
@@ -85,7 +81,7 @@ def build_app(folder: str | Path, model: str = "tiny", model_config: str | None 
         with gr.Tab("Create Beta hypernetwork"):
             create_tab.build(gr, lambda: str(folder), sizes=_attention_widths(model))
         def names():
-            return sorted({p.name.split(".")[0] for p in folder.iterdir() if p.suffix in (".pt", ".safetensors")})
+            return sorted({p.name.split(".")[0] for p in folder.iterdir() if p.suffix in generate_tab.NETWORK_SUFFIXES})
 
         with gr.Tab("Train_Gamma"):
             training = StandaloneTraining(folder, model, model_config)

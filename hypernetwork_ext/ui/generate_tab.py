@@ -14,6 +14,14 @@ from ..errors import HypernetworkError
 from ..stack import Applied
 
 
+NETWORK_SUFFIXES = (".pt", ".safetensors")
+
+
+def find_network(folder: str | Path, name: str) -> Path | None:
+    """The ``.pt`` or ``.safetensors`` file called ``name`` in ``folder``, if there is one."""
+    return next((p for p in sorted(Path(folder).glob(f"{name}.*")) if p.suffix in NETWORK_SUFFIXES), None)
+
+
 def make_generate(folder: Path, adapter: Callable[[], object]):
     """``generate(name, strength, prompt, negative, steps, cfg, seed, width, height) -> (image, message)``."""
 
@@ -21,7 +29,7 @@ def make_generate(folder: Path, adapter: Callable[[], object]):
         model = adapter()
         transform, label = None, "no hypernetwork"
         if name:
-            path = next((p for p in sorted(Path(folder).glob(f"{name}.*")) if p.suffix in (".pt", ".safetensors")), None)
+            path = find_network(folder, name)
             if path is None:
                 return None, f"{name} was not found in {folder}"
             try:
