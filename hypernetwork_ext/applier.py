@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .stack import Applied, Mix, Sequence, Transform, apply_plain
+from .stack import Applied, Sequence, Transform, apply_plain
 
 TEXT_WIDTHS = (768, 1024, 2048)  # CLIP ViT-L, OpenCLIP ViT-H, SDXL's concatenated encoders
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import pickle
 import zipfile
 from unittest import mock
 from dataclasses import dataclass

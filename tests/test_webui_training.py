@@ -11,7 +11,6 @@ from training_helpers import make_images, make_network, tiny_model, weights_of
 
 @pytest.fixture
 def webui_training(tmp_path):
-    from hypernetwork_ext.attention import install as install_attention
     folder = tmp_path / "hypernetworks"
     folder.mkdir()
     modules = webui.reset(folder)

@@ -28,7 +28,7 @@ from typing import BinaryIO, Callable
 
 import numpy as np
 import torch
-from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ..errors import ConfigError
 

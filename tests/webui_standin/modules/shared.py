@@ -57,6 +57,5 @@ state = _state()
 
 def reload_hypernetworks():
     from modules.hypernetworks import hypernetwork
-    global hypernetworks
     hypernetworks.clear()
     hypernetworks.update(hypernetwork.list_hypernetworks(cmd_opts.hypernetwork_dir))
