@@ -53,12 +53,15 @@ def fill(page, values: dict[str, object]):
         field(page, elem_id).fill(str(value))
 
 
-def choose(page, elem_id: str, option: str, tries: int = 30):
-    """Picks an option of a Gradio dropdown the way a user does: open it, click the option. A refresh's new
-    choices arrive a moment after its click, so the list is opened again until the option is there."""
+def choose(page, elem_id: str, option: str, refresh_id: str, tries: int = 30):
+    """Picks an option of a Gradio dropdown the way a user does: press its refresh button, open the list,
+    click the option. Gradio 3.41 drops a choices update that lands while the list is open, so each try
+    presses refresh again and waits a little longer before opening the list."""
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
     item = page.locator(f"#{elem_id} li", has_text=option).first
-    for _ in range(tries):
+    for attempt in range(tries):
+        page.click(f"#{refresh_id}")
+        page.wait_for_timeout(100 * (attempt + 1))
         field(page, elem_id).click()
         try:
             item.click(timeout=500)

@@ -42,8 +42,7 @@ def test_create_train_and_generate_in_the_browser(app_page):
     open_tab(page, "Train_Gamma")
     page.click("#hnext_train_train")
     wait_for_text(page, "hnext_train_hypernetwork_message", "Choose a hypernetwork to train")  # beside the input
-    page.click("#hnext_train_refresh")
-    choose(page, "hnext_train_hypernetwork", "browser_net")
+    choose(page, "hnext_train_hypernetwork", "browser_net", refresh_id="hnext_train_refresh")
     make_images(tmp_path / "data", 4, sizes=((64, 64),))
     fill(page, {"hnext_train_data_dir": tmp_path / "data", "hnext_train_log_dir": tmp_path / "logs",
                 "hnext_train_learn_rate": "1e-3", "hnext_train_width": 64, "hnext_train_height": 64,
@@ -70,8 +69,7 @@ def test_create_train_and_generate_in_the_browser(app_page):
     wait_for_text(page, "hnext_train_output", "Training interrupted at step")
 
     open_tab(page, "Generate")
-    page.click("#hnext_generate_refresh")
-    choose(page, "hnext_generate_hypernetwork", "browser_net")
+    choose(page, "hnext_generate_hypernetwork", "browser_net", refresh_id="hnext_generate_refresh")
     fill(page, {"hnext_generate_prompt": "a red cat", "hnext_generate_steps": 4})
     page.click("#hnext_generate_button")
     wait_for_text(page, "hnext_generate_message", "Generated with browser_net at strength 1")

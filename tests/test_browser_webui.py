@@ -31,8 +31,7 @@ def test_create_and_train_in_the_webui_tabs(webui_training):  # noqa: F811
         screenshot(page, "webui_create_tab")
 
         open_tab(page, "Train_Gamma")
-        page.click("#hnext_train_refresh")
-        choose(page, "hnext_train_hypernetwork", "style")
+        choose(page, "hnext_train_hypernetwork", "style", refresh_id="hnext_train_refresh")
         fill(page, {"hnext_train_data_dir": tmp_path / "data", "hnext_train_log_dir": tmp_path / "logs",
                     "hnext_train_learn_rate": "1e-3", "hnext_train_width": 64, "hnext_train_height": 64,
                     "hnext_train_max_steps": 12, "hnext_train_save_every": 0, "hnext_train_preview_every": 4,
