@@ -135,7 +135,9 @@ def read_torch_pickle(path: str | os.PathLike) -> Any:
         except Exception as error:  # noqa: BLE001 - whatever a broken archive raises, the answer is the same
             raise HypernetworkFileError(path, "the file is truncated or damaged (broken zip archive)") from error
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        # torch.serialization.load, not torch.load: the WebUI replaces torch.load with its own pickle
+        # check, which prints a traceback for every file it refuses and then returns None
+        return torch.serialization.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
         found = re.search(r"GLOBAL ([\w.]+)", str(error))
         if found is None:

@@ -274,3 +274,17 @@ def test_stale_temporaries_of_a_killed_writer_are_cleaned_up(tmp_path, make_netw
     os.utime(stale, (old, old))
     save(make_network(seed=1), tmp_path / "n.pt")
     assert not stale.exists() and fresh.exists()
+
+
+def test_loading_ignores_a_host_that_replaced_torch_load(tmp_path, make_network, monkeypatch):
+    # as the WebUI does (modules/safe.py): its checker prints a traceback for a file it refuses and returns
+    # None, which would turn our one clear message into a page of console noise and a wrong one
+    def host_checker(*args, **kwargs):
+        raise AssertionError("the host's torch.load was called")
+    monkeypatch.setattr(torch, "load", host_checker)
+    broken = tmp_path / "broken.pt"
+    broken.write_bytes(b"PK\x03\x04 this is not a hypernetwork")
+    with pytest.raises(HypernetworkFileError, match="truncated, damaged or not a torch file"):
+        load(broken)
+    good = save(make_network(), tmp_path / "good.pt")
+    assert load(good).config == make_network().config
