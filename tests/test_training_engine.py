@@ -184,3 +184,28 @@ def test_a_network_for_other_widths_is_a_clear_message(tmp_path):
     save(Hypernetwork.create(HypernetworkConfig(sizes=(2048, 640)), "xl", seed=1), tmp_path / "start.pt")
     with pytest.raises(ConfigError, match=r"has no module for any attention width of this model \(its modules: 2048, 640\)"):
         run(tmp_path, "xl")
+
+
+def test_learns_where_ldms_own_checkpointing_is_on(tmp_path):
+    # Every SD config sets use_checkpoint: True (so the WebUI's models have it). ldm's checkpoint passes
+    # gradients only to a block's own parameters: the hypernetwork inside it never learned (found in the
+    # real A1111 1.8, where training ran and saved unchanged weights).
+    make_images(tmp_path / "data", 2, sizes=((64, 64),))
+    make_network(tmp_path / "start.pt", activation="linear")
+    adapter = tiny_adapter("ldm")
+    flagged = [(m, flag) for m in adapter.model.model.diffusion_model.modules() for flag in ("checkpoint", "use_checkpoint")
+               if isinstance(getattr(m, flag, None), bool)]
+    assert flagged
+    for module, flag in flagged:
+        setattr(module, flag, True)
+    try:
+        for checkpointing in (False, True):
+            out = tmp_path / f"out-{checkpointing}.pt"
+            train(adapter, tmp_path / "start.pt", settings(tmp_path, max_steps=1, batch_size=1, grad_accum=1,
+                                                           gradient_checkpointing=checkpointing),
+                  output_path=out, log_dir=tmp_path / f"logs-{checkpointing}")
+            assert not same_tensors(weights_of(tmp_path / "start.pt"), weights_of(out)), checkpointing
+            assert all(getattr(module, flag) is True for module, flag in flagged)  # the model's flags come back
+    finally:
+        for module, flag in flagged:
+            setattr(module, flag, False)

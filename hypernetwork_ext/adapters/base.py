@@ -50,8 +50,9 @@ class ModelAdapter(Protocol):
     def render_preview(self, request: PreviewRequest) -> Image.Image:
         """One image, sampled with the attached hypernetwork."""
 
-    def gradient_checkpointing(self) -> Callable[[], None]:
-        """Turn gradient checkpointing on for training; returns the undo."""
+    def checkpointing(self, enabled: bool) -> Callable[[], None]:
+        """Set up gradient checkpointing for training (torch's, when ``enabled``; none of a kind that would
+        keep gradients from the hypernetwork either way); returns the undo."""
 
     def set_encoders_device(self, device: torch.device | str) -> None:
         """Move the text encoder and the image autoencoder (to free GPU memory while training)."""

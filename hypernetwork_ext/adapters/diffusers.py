@@ -128,8 +128,10 @@ class DiffusersAdapter:
             decoded = self.vae.decode(latents.to(next(self.vae.parameters()).dtype) / self.scaling).sample
             return to_image(decoded)
 
-    def gradient_checkpointing(self):
-        """Recompute blocks in the backward pass (less memory, more time); returns the undo."""
+    def checkpointing(self, enabled: bool):
+        """With ``enabled``, recompute blocks in the backward pass (less memory, more time); returns the undo."""
+        if not enabled:
+            return lambda: None
         self.unet.enable_gradient_checkpointing()
         return self.unet.disable_gradient_checkpointing
 

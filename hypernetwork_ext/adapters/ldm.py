@@ -115,18 +115,26 @@ class LdmAdapter:
                                   model.parameterization == "v", self.device, self.dtype)
             return to_image(model.decode_first_stage(latents))
 
-    def gradient_checkpointing(self):
-        """Recompute each transformer and residual block in the backward pass (less memory, more time).
-        torch's non-reentrant checkpoint is used because ldm's own one only passes gradients to the
-        block's own parameters, and the hypernetwork's are not among them."""
+    def checkpointing(self, enabled: bool):
+        """For training: ldm's own checkpoint (``use_checkpoint: True`` in every SD config) is switched
+        off, since it passes gradients only to a block's own parameters and the hypernetwork's are not
+        among them (it would never learn); with ``enabled``, each transformer and residual block is
+        recomputed in the backward pass through torch's non-reentrant checkpoint instead. Returns the undo."""
         from ldm.modules.attention import BasicTransformerBlock
         from ldm.modules.diffusionmodules.openaimodel import ResBlock
 
         blocks = [m for m in self.model.model.diffusion_model.modules() if isinstance(m, (BasicTransformerBlock, ResBlock))]
-        for block in blocks:
-            block._forward = _checkpointed(block._forward)
+        flags = [(block, flag, getattr(block, flag)) for block in blocks for flag in ("checkpoint", "use_checkpoint")
+                 if hasattr(block, flag)]
+        for block, flag, _value in flags:
+            setattr(block, flag, False)
+        if enabled:
+            for block in blocks:
+                block._forward = _checkpointed(block._forward)
 
         def undo():
+            for block, flag, value in flags:
+                setattr(block, flag, value)
             for block in blocks:
                 block.__dict__.pop("_forward", None)
         return undo

@@ -170,7 +170,7 @@ def train(adapter, hypernetwork_path: str | Path, settings: TrainingSettings, *,
     if settings.mixed_precision in ("fp16", "bf16") and device.type != "cuda":
         callbacks.say(f"Mixed precision ({settings.mixed_precision}) needs a CUDA GPU; training in float32")
     undo_attach = adapter.attach(FastApplier(Applied(network, 1.0)))
-    undo_checkpointing = adapter.gradient_checkpointing() if settings.gradient_checkpointing else (lambda: None)
+    undo_checkpointing = adapter.checkpointing(settings.gradient_checkpointing)
     board = _tensorboard(log_dir, callbacks) if settings.tensorboard and main else None
     cuda_devices = [device.index or 0] if device.type == "cuda" else []
 
