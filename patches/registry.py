@@ -34,9 +34,9 @@ class PatchRegistry:
             self.log(f"[hypernetwork-ext] {getattr(owner, '__name__', owner)}.{attribute} not found in this "
                      f"WebUI; skipped: {reason}")
             return None
-        for applied_owner, applied_attribute, original in self.applied:
-            if applied_owner is owner and applied_attribute == attribute:
-                return original  # already in place (UI reload)
+        already = self.original(owner, attribute)
+        if already is not None:
+            return already  # already in place (UI reload)
         webui = _webui_patches()
         if webui is not None:
             if webui.original(KEY, owner, attribute) is not None:
@@ -47,6 +47,13 @@ class PatchRegistry:
             setattr(owner, attribute, replacement)
         self.applied.append((owner, attribute, original))
         return original
+
+    def original(self, owner, attribute: str):
+        """What ``owner.attribute`` was before this registry replaced it (None when it did not)."""
+        for applied_owner, applied_attribute, original in self.applied:
+            if applied_owner is owner and applied_attribute == attribute:
+                return original
+        return None
 
     def record(self, undo: Callable[[], object], what: str) -> None:
         """A change that is not an attribute replacement (a registered page), with its undo."""

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import html
 import re
+import sys
 import threading
 from pathlib import Path
 
@@ -261,4 +262,21 @@ def install(registry, hypernetwork_module, shared, processing, devices, template
     registry.replace(hypernetworks_ui, "train_hypernetwork",
                      make_ui_train_hypernetwork(shared, hypernetwork_module, gate),
                      "training keeps attention optimisations on and restores the selected hypernetworks")
+    bind_api_route(registry, hypernetwork_module)
     return gate
+
+
+def bind_api_route(registry, hypernetwork_module) -> None:
+    """The WebUI's HTTP API module imports ``train_hypernetwork`` by name once, when the first startup
+    creates the API (after this extension's patches): after a UI reload it would still call the first
+    load's replacement, with its own training gate. Its copy is replaced here too, with an undo that puts
+    the WebUI's function back. Called at install (the API module exists on a reload) and from
+    ``on_app_started`` (it exists by then on the first startup)."""
+    api = sys.modules.get("modules.api.api")
+    original = registry.original(hypernetwork_module, "train_hypernetwork")
+    if api is None or original is None or not hasattr(api, "train_hypernetwork"):
+        return
+    if registry.original(api, "train_hypernetwork") is None:
+        api.train_hypernetwork = original  # the copy it took of an earlier replacement, if any
+    registry.replace(api, "train_hypernetwork", hypernetwork_module.train_hypernetwork,
+                     "the HTTP training route calls the current training function")

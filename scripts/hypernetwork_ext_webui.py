@@ -66,6 +66,17 @@ def _model_info():
     return ModelInfo(getattr(info, "shorthash", None), getattr(info, "model_name", None))
 
 
+def _bind_api_route(_demo, _app):
+    from modules.hypernetworks import hypernetwork
+    importlib.import_module("hypernetwork_ext_patches.webui_training").bind_api_route(registry, hypernetwork)
+
+
+def _hypernetwork_names():
+    """What the hypernetwork folder holds now: refresh must also show files copied in since startup."""
+    shared.reload_hypernetworks()
+    return sorted(shared.hypernetworks)
+
+
 def on_ui_train_tabs(params):
     """Create Beta hypernetwork and Train_Gamma, inside the WebUI's Train tab."""
     import gradio as gr
@@ -77,7 +88,7 @@ def on_ui_train_tabs(params):
         from modules import devices, processing, progress
         start = importlib.import_module("hypernetwork_ext_patches.webui_training").start_from_tab(
             shared, processing, devices, _model_info, training_gate, progress)
-        tab = train_tab.build(gr, lambda: sorted(shared.hypernetworks), start, progress_js="hnext_start_training")
+        tab = train_tab.build(gr, _hypernetwork_names, start, progress_js="hnext_start_training")
         tab["interrupt"].click(fn=lambda: shared.state.interrupt(), inputs=[], outputs=[])
 
 
@@ -90,6 +101,7 @@ if served is not None:
         lambda: importlib.import_module("hypernetwork_ext_patches.extra_networks_page").ensure_page(registry))
     if training_gate is not None:
         script_callbacks.on_ui_train_tabs(on_ui_train_tabs)
+        script_callbacks.on_app_started(_bind_api_route)
     script_callbacks.on_ui_settings(
         lambda: importlib.import_module("hypernetwork_ext_patches.settings").register(shared, served))
 

@@ -24,6 +24,15 @@ def on_ui_train_tabs(callback, *, name=None):
     _register("ui_train_tabs", callback, name)
 
 
+def on_app_started(callback, *, name=None):
+    _register("app_started", callback, name)
+
+
+def app_started_callback(demo, app):
+    for callback in callbacks["app_started"]:
+        callback(demo, app)
+
+
 def ui_settings_callback():
     for callback in callbacks["ui_settings"]:
         callback()
