@@ -1,4 +1,5 @@
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -22,3 +23,16 @@ def make_network():
 @pytest.fixture(autouse=True)
 def _deterministic():
     torch.manual_seed(1234)
+
+
+
+def pytest_sessionstart(session):
+    session.config.started_at = time.time()
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    """The figures the real-WebUI tests measured in this run (pixel differences), printed after it."""
+    for path in sorted((Path(__file__).parent / "artifacts").glob("real-*-figures.txt")):
+        if path.stat().st_mtime >= config.started_at:
+            terminalreporter.write_sep("-", path.stem)
+            terminalreporter.write_line(path.read_text().rstrip())

@@ -1,0 +1,440 @@
+"""End to end in the real AUTOMATIC1111 WebUI 1.8 (built from ../shared/webui; see tests/real_webui.py).
+
+Two starts share this module: first the plain WebUI (``--hypernetwork-ext-no-patches``) renders the
+reference images and stops, then the WebUI with the extension serves every test. Generations are
+64x64, 2 Euler steps, seed 1234, on the random-weight SD 1.5 checkpoint the build writes.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+
+import pytest
+import torch
+
+import real_webui
+from browser import chromium_page, choose, fill, record_html, recorded_html, wait_for_text
+from hypernetwork_ext import Hypernetwork, HypernetworkConfig, convert, load, save
+from hypernetwork_ext.stack import write_set_file
+
+SD15_SIZES = (768, 320, 640, 1024, 1280)
+PROMPT = "a watercolor painting of a lighthouse"
+# name -> (activation, seed); init std 0.05 so that each network visibly changes a 2-step image
+NETWORKS = {"hn_relu": ("relu", 1), "hn_linear": ("linear", 2), "hn_swish": ("swish", 3)}
+STACK = "<hypernet:hn_relu:0.6> <hypernet:hn_linear:0.5> <hypernet:hn_swish:1>"
+SEQUENCE_SET = {"sequence": [{"network": "hn_relu", "strength": 0.6}, {"network": "hn_linear", "strength": 0.5},
+                             {"network": "hn_swish", "strength": 1}]}
+TRAINING_NETWORKS = ("hn_train_intervals0", "hn_train_previews", "hn_train_no_previews", "hn_train_long",
+                     "hn_train_queue", "hn_train_interrupt", "hn_train_own_tab")
+SCREENSHOTS = real_webui.REPO / "docs" / "screenshots"
+# what the plain WebUI renders, and our WebUI is compared with: case -> (prompt, settings for that image)
+REFERENCE_CASES = {
+    "none": (PROMPT, {}),
+    "relu": (f"{PROMPT} <hypernet:hn_relu:1>", {}),
+    "linear_0.8": (f"{PROMPT} <hypernet:hn_linear:0.8>", {}),
+    "stack_of_3": (f"{PROMPT} {STACK}", {}),
+    "settings_dropdown": (PROMPT, {"sd_hypernetwork": "hn_relu"}),
+}
+# the fold and the text-context cache change the order of float operations: a stated tolerance
+FAST_PATH_TOLERANCE = 2  # of 255, largest pixel difference
+
+
+def write_networks(folder):
+    for name, (activation, seed) in NETWORKS.items():
+        config = HypernetworkConfig(sizes=SD15_SIZES, layer_structure=(1, 2, 1), activation=activation, init_std=0.05)
+        save(Hypernetwork.create(config, name, seed=seed), folder / f"{name}.pt")
+    convert(folder / "hn_relu.pt", folder / "hn_relu_st.safetensors")
+    write_set_file(folder / "hn_sequence.hnset.json", SEQUENCE_SET)
+    for name in TRAINING_NETWORKS:
+        write_training_network(folder, name)
+
+
+def write_training_network(folder, name):
+    """The same starting weights under each name."""
+    config = HypernetworkConfig(sizes=SD15_SIZES, layer_structure=(1, 2, 1), activation="linear")
+    return save(Hypernetwork.create(config, name, seed=7), folder / f"{name}.pt")
+
+
+def render(running, prompt: str, settings: dict):
+    """Settings go through the options API and are put back after the image: the WebUI's per-request
+    override_settings never restores an option that its config file does not hold yet."""
+    defaults = {"sd_hypernetwork": "None"}
+    if settings:
+        running.set_options(**settings)
+    try:
+        return running.txt2img(prompt)[0]
+    finally:
+        if settings:
+            running.set_options(**{key: defaults[key] for key in settings})
+
+
+@pytest.fixture(scope="module")
+def figures():
+    collected = real_webui.Figures()
+    yield collected
+    path = real_webui.REPO / "tests" / "artifacts" / "real-a1111-figures.txt"
+    path.write_text("\n".join(collected.rows) + "\n")
+
+
+@pytest.fixture(scope="module")
+def built():
+    webui = real_webui.build("a1111")
+    real_webui.install_extension(webui)
+    write_networks(real_webui.fresh_state(webui))
+    return webui
+
+
+@pytest.fixture(scope="module")
+def plain(built):
+    """The plain WebUI's images for REFERENCE_CASES (it is stopped before the extension's WebUI starts)."""
+    running = real_webui.start(built, "--hypernetwork-ext-no-patches", log_name="a1111-plain")
+    try:
+        images = {case: render(running, prompt, settings) for case, (prompt, settings) in REFERENCE_CASES.items()}
+        return {"images": images, "log": running.log()}
+    finally:
+        running.stop()
+
+
+@pytest.fixture(scope="module")
+def webui(built, plain):
+    (built.hypernetwork_dir / "hn_broken.pt").write_bytes(b"PK\x03\x04 this is not a hypernetwork")
+    running = real_webui.start(built, log_name="a1111")
+    yield running
+    running.stop()
+
+
+def test_the_plain_webui_loads_our_files_and_they_change_its_image(plain):
+    assert "Error loading script" not in plain["log"]
+    images = plain["images"]
+    for case in ("relu", "linear_0.8", "stack_of_3", "settings_dropdown"):
+        assert real_webui.largest_difference(images[case], images["none"]) > 10, case  # the network reached attention
+    assert real_webui.largest_difference(images["settings_dropdown"], images["relu"]) == 0
+
+
+def test_startup_is_clean(webui):
+    log = webui.log()
+    for text in ("Error loading script", "Traceback"):
+        assert text not in log, log
+    ours = [line for line in log.splitlines() if "[hypernetwork-ext]" in line]
+    assert ours == [], ours  # nothing is wrong, so the extension says nothing
+    state = webui.probe()
+    assert state["originals_are_webui"] and state["replacements_are_ours"], state
+    assert "hypernetwork.apply_hypernetworks" in " ".join(state["patched"]), state
+
+
+def test_listing_has_networks_safetensors_and_sets(webui):
+    names = {entry["name"] for entry in webui.get("/sdapi/v1/hypernetworks")}
+    assert {"hn_relu", "hn_linear", "hn_swish", "hn_relu_st", "hn_sequence"} <= names, names
+
+
+@pytest.mark.parametrize("fast", [False, True], ids=["plain_formula", "fast_path"])
+def test_images_equal_the_plain_webui(webui, plain, figures, fast):
+    webui.set_options(hypernetwork_ext_fast_apply=fast)
+    try:
+        for case, (prompt, settings) in REFERENCE_CASES.items():
+            ours = render(webui, prompt, settings)
+            difference = real_webui.largest_difference(ours, plain["images"][case])
+            figures.add(f"{'fast path' if fast else 'plain formula'}: {case}: largest pixel difference {difference}")
+            assert difference <= (FAST_PATH_TOLERANCE if fast else 0), case
+    finally:
+        webui.set_options(hypernetwork_ext_fast_apply=True)
+
+
+def test_sets_and_safetensors_give_the_plain_webuis_image(webui, plain, figures):
+    for case, prompt, reference in (("sequence set", f"{PROMPT} <hypernet:hn_sequence:1>", "stack_of_3"),
+                                    (".safetensors", f"{PROMPT} <hypernet:hn_relu_st:1>", "relu")):
+        ours = webui.txt2img(prompt)[0]
+        difference = real_webui.largest_difference(ours, plain["images"][reference])
+        figures.add(f"fast path: {case} vs plain {reference}: largest pixel difference {difference}")
+        assert difference <= FAST_PATH_TOLERANCE, case
+
+
+def test_strength_zero_equals_no_hypernetwork(webui, plain):
+    for tag in ("<hypernet:hn_relu:0>", "<hypernet:hn_sequence:0>"):
+        ours = webui.txt2img(f"{PROMPT} {tag}")[0]
+        assert real_webui.largest_difference(ours, plain["images"]["none"]) == 0, tag
+
+
+def test_generation_info_and_png_info_restore_the_hypernetworks(webui):
+    prompt = f"{PROMPT} <hypernet:hn_relu:0.7> <hypernet:hn_swish:0.4>"
+    image, info, png = webui.txt2img(prompt)
+    text = info["infotexts"][0]
+    assert "<hypernet:hn_relu:0.7>" in text and "Hypernet hashes: " in text, text
+    restored = webui.post("/sdapi/v1/png-info", {"image": "data:image/png;base64," + png})
+    parameters = restored["parameters"]
+    assert parameters["Prompt"] == prompt, parameters
+    hashes = parameters["Hypernet hashes"]
+    for name in ("hn_relu", "hn_swish"):
+        assert f"{name}: " in hashes, hashes
+    again = webui.txt2img(parameters["Prompt"], seed=int(parameters["Seed"]), steps=int(parameters["Steps"]))[0]
+    assert real_webui.largest_difference(again, image) == 0
+
+
+def test_a_broken_file_is_reported_and_generation_goes_on(webui, plain):
+    before = len(webui.log())
+    image = webui.txt2img(f"{PROMPT} <hypernet:hn_broken:1>")[0]
+    console = webui.log()[before:]
+    lines = [line for line in console.splitlines() if "[hypernetwork-ext]" in line]
+    assert len(lines) == 1 and "hn_broken" in lines[0], console
+    assert "Traceback" not in console, console
+    assert real_webui.largest_difference(image, plain["images"]["none"]) == 0
+    assert real_webui.largest_difference(webui.txt2img(f"{PROMPT} <hypernet:hn_relu:1>")[0],
+                                         plain["images"]["relu"]) <= FAST_PATH_TOLERANCE
+
+
+# -- training through the WebUI's own route, on the extension's engine ---------------------------------
+
+def write_dataset(folder, count: int = 4):
+    from PIL import Image
+    folder.mkdir(parents=True, exist_ok=True)
+    colours = [(200, 40, 40), (40, 160, 60), (50, 70, 200), (220, 200, 60), (90, 30, 120), (10, 200, 200)]
+    for index in range(count):
+        Image.new("RGB", (64, 64), colours[index % len(colours)]).save(folder / f"img{index}.png")
+        (folder / f"img{index}.txt").write_text(f"a plain {['red', 'green', 'blue', 'yellow'][index % 4]} square")
+    return folder
+
+
+def api_training_request(name, data, logs, steps, preview_every=0, save_every=0):
+    return {"id_task": "", "hypernetwork_name": name, "learn_rate": "1e-3", "batch_size": 1, "gradient_step": 1,
+            "data_root": str(data), "log_directory": str(logs), "training_width": 64, "training_height": 64,
+            "varsize": False, "steps": steps, "clip_grad_mode": "disabled", "clip_grad_value": "0.1",
+            "shuffle_tags": False, "tag_drop_out": 0, "latent_sampling_method": "once", "use_weight": False,
+            "create_image_every": preview_every, "save_hypernetwork_every": save_every,
+            "template_filename": "hypernetwork.txt", "preview_from_txt2img": True, "preview_prompt": PROMPT,
+            "preview_negative_prompt": "", "preview_steps": 2, "preview_sampler_name": "Euler",
+            "preview_cfg_scale": 7, "preview_seed": 5, "preview_width": 64, "preview_height": 64}
+
+
+def weights(path):
+    network = load(path)
+    return {key: value.clone() for key, value in network.pairs.state_dict().items()}
+
+
+def train_through_api(webui, request) -> str:
+    """The route's reply text; it reports errors inside a 200 reply, as the WebUI's route does."""
+    return webui.post("/sdapi/v1/train/hypernetwork", request)["info"]
+
+
+def test_api_training_with_both_intervals_0_runs_on_our_engine(webui, tmp_path):
+    # the plain WebUI fails here (No such file or directory: .../settings-....json)
+    path = webui.build.hypernetwork_dir / "hn_train_intervals0.pt"
+    before = weights(path)
+    before_log = len(webui.log())
+    info = train_through_api(webui, api_training_request("hn_train_intervals0", write_dataset(tmp_path / "data"),
+                                                         tmp_path / "logs", steps=2))
+    assert info.endswith("error: None"), info
+    console = webui.log()[before_log:]
+    assert "[hypernetwork-ext]" in console and "Traceback" not in console, console  # our engine's status lines
+    after = weights(path)
+    assert any(not torch.equal(before[key], after[key]) for key in before)  # trained, written back in place
+    assert list((tmp_path / "logs").rglob("hn_train_intervals0-0-start.pt"))  # the starting point is kept
+
+
+def test_previews_through_txt2img_do_not_change_training(webui, tmp_path):
+    data = write_dataset(tmp_path / "data")
+    for name, preview_every in (("hn_train_previews", 1), ("hn_train_no_previews", 0)):
+        info = train_through_api(webui, api_training_request(name, data, tmp_path / name, steps=2,
+                                                             preview_every=preview_every))
+        assert info.endswith("error: None"), info
+    previews = [path for path in (tmp_path / "hn_train_previews").rglob("*.png") if path.parent.name == "images"]
+    assert len(previews) == 2, previews  # rendered by the WebUI's txt2img at steps 1 and 2
+    with_previews = weights(webui.build.hypernetwork_dir / "hn_train_previews.pt")
+    without = weights(webui.build.hypernetwork_dir / "hn_train_no_previews.pt")
+    assert all(torch.equal(with_previews[key], without[key]) for key in without)
+
+
+def wait_for_console(webui, text: str, after: int, timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while text not in webui.log()[after:]:
+        assert time.monotonic() < deadline, f"{text!r} never appeared:\n{webui.log()[after:][-3000:]}"
+        time.sleep(0.2)
+
+
+def test_one_training_at_a_time_and_generation_waits_its_turn(webui, tmp_path):
+    data = write_dataset(tmp_path / "data")
+    finished = {}
+
+    def in_background(key, call):
+        def run():
+            finished[key] = (call(), time.monotonic())
+        thread = threading.Thread(target=run)
+        thread.start()
+        return thread
+
+    offset = len(webui.log())
+    training = in_background("training", lambda: train_through_api(
+        webui, api_training_request("hn_train_long", data, tmp_path / "long", steps=6)))
+    wait_for_console(webui, "Training hn_train_long from step 0", offset)
+    second = train_through_api(webui, api_training_request("hn_train_queue", data, tmp_path / "queue", steps=1))
+    assert "A hypernetwork is training already" in second, second
+    generation = in_background("generation", lambda: webui.txt2img(PROMPT)[0])
+    training.join(600)
+    generation.join(600)
+    assert finished["training"][0].endswith("error: None"), finished["training"]
+    assert finished["generation"][1] > finished["training"][1]  # the generation waited for the training
+
+
+# -- the real page in Chromium -----------------------------------------------------------------------
+
+def open_page(webui, page):
+    page.goto(webui.url)
+    page.locator("#tab_txt2img").wait_for()
+
+
+def open_webui_tab(page, *labels: str):
+    """Top-level tab, then sub-tabs, by their exact labels (the Train tab has a "Train" sub-tab too)."""
+    scope = page.locator("#tabs")
+    for label in labels:
+        scope.locator(".tab-nav button").filter(has_text=re.compile(f"^\\s*{re.escape(label)}\\s*$")).first.click()
+
+
+def webui_screenshot(page, name: str):
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
+
+
+def test_create_beta_hypernetwork_in_the_page(webui):
+    with chromium_page() as page:
+        open_page(webui, page)
+        open_webui_tab(page, "Train", "Create Beta hypernetwork")
+        fill(page, {"hnext_create_name": "hn_browser_created", "hnext_create_layers": "1, 2"})
+        page.click("#hnext_create_button")
+        wait_for_text(page, "hnext_create_layers_message", "must start and end with 1")  # beside the input
+        assert not (webui.build.hypernetwork_dir / "hn_browser_created.pt").exists()
+        fill(page, {"hnext_create_layers": "1, 2, 1"})
+        page.click("#hnext_create_button")
+        wait_for_text(page, "hnext_create_output", "Created:")
+        assert (webui.build.hypernetwork_dir / "hn_browser_created.pt").exists()
+        webui_screenshot(page, "real_a1111_create_tab")
+        open_webui_tab(page, "Train_Gamma")
+        choose(page, "hnext_train_hypernetwork", "hn_browser_created", refresh_id="hnext_train_refresh")
+    assert "hn_browser_created" in {entry["name"] for entry in webui.get("/sdapi/v1/hypernetworks")}
+
+
+def sample_progress(page):
+    page.evaluate("""() => {  // what the WebUI's progress bar and live preview showed, sampled while they exist
+        window.__hnext_bar = [];
+        window.__hnext_previews = 0;
+        setInterval(() => {
+            const bar = document.querySelector('.progressDiv .progress');
+            if (bar) window.__hnext_bar.push(bar.textContent);
+            const previews = document.querySelectorAll('.livePreview img').length;
+            window.__hnext_previews = Math.max(window.__hnext_previews, previews);
+        }, 50);
+    }""")
+
+
+def fill_training(page, data, logs, steps: int, preview_every: int):
+    fill(page, {"hnext_train_data_dir": data, "hnext_train_log_dir": logs, "hnext_train_learn_rate": "1e-3",
+                "hnext_train_width": 64, "hnext_train_height": 64, "hnext_train_max_steps": steps,
+                "hnext_train_save_every": 0, "hnext_train_preview_every": preview_every,
+                "hnext_train_preview_steps": 2, "hnext_train_preview_width": 64, "hnext_train_preview_height": 64,
+                "hnext_train_preview_prompt": PROMPT})
+
+
+def test_train_gamma_in_the_page(webui, tmp_path):
+    data = write_dataset(tmp_path / "data")
+    write_training_network(webui.build.hypernetwork_dir, "hn_train_browser")  # copied in while the WebUI runs
+    with chromium_page() as page:
+        open_page(webui, page)
+        open_webui_tab(page, "Train", "Train_Gamma")
+        choose(page, "hnext_train_hypernetwork", "hn_train_browser", refresh_id="hnext_train_refresh")
+        fill_training(page, data, tmp_path / "logs", steps=4, preview_every=2)
+        record_html(page, "hnext_train_progress")
+        sample_progress(page)
+        page.click("#hnext_train_train")
+        page.locator("#hnext_train_progress img.hnext-chart").wait_for()
+        page.locator(".livePreview img").first.wait_for()
+        webui_screenshot(page, "real_a1111_train_tab_running")
+        wait_for_text(page, "hnext_train_output", "Training finished at step 4")
+        statuses = recorded_html(page, "hnext_train_progress")
+        steps = {m for html in statuses for m in re.findall(r"Step: (\d+)", html)}
+        assert len(steps) >= 2, statuses  # the status text followed the run
+        assert any("Loss" in html or "loss" in html for html in statuses), statuses
+        bar_texts = page.evaluate("() => window.__hnext_bar")
+        assert any("%" in text for text in bar_texts), bar_texts  # the WebUI's own progress bar
+        assert page.evaluate("() => window.__hnext_previews") >= 1  # the WebUI's live preview
+        assert not [text for text in bar_texts if "<" in text], bar_texts  # no raw status HTML inside the bar
+    previews = [path for path in (tmp_path / "logs").rglob("*.png") if path.parent.name == "images"]
+    assert len(previews) == 2, previews  # steps 2 and 4, through the WebUI's txt2img
+
+
+def test_interrupt_in_the_page_keeps_the_last_good_weights(webui, tmp_path):
+    path = webui.build.hypernetwork_dir / "hn_train_interrupt.pt"
+    start, start_step = weights(path), load(path).step
+    with chromium_page() as page:
+        open_page(webui, page)
+        open_webui_tab(page, "Train", "Train_Gamma")
+        choose(page, "hnext_train_hypernetwork", "hn_train_interrupt", refresh_id="hnext_train_refresh")
+        fill_training(page, write_dataset(tmp_path / "data"), tmp_path / "logs", steps=500, preview_every=0)
+        page.click("#hnext_train_train")
+        page.locator("#hnext_train_progress", has_text=re.compile(r"Step: [1-9]")).wait_for()
+        page.click("#hnext_train_interrupt")
+        wait_for_text(page, "hnext_train_output", "Training interrupted at step")
+        message = page.locator("#hnext_train_output", has_text="interrupted").first.inner_text()
+    step = int(re.search(r"interrupted at step (\d+)", message).group(1))
+    assert start_step < step < 500, message
+    saved = load(path)
+    assert saved.step == step
+    assert any(not torch.equal(start[key], value) for key, value in weights(path).items())
+
+
+def test_the_hypernetworks_card_page_lists_networks_safetensors_and_sets(webui):
+    with chromium_page() as page:
+        open_page(webui, page)
+        page.locator("#txt2img_extra_tabs .tab-nav button", has_text="Hypernetworks").first.click()
+        cards = page.locator("#txt2img_hypernetworks_cards .card")
+        cards.first.wait_for()
+        names = set(page.locator("#txt2img_hypernetworks_cards .card .name").all_inner_texts())
+        assert {"hn_relu", "hn_relu_st", "hn_sequence", "hn_linear"} <= names, names
+        webui_screenshot(page, "real_a1111_card_page")
+
+
+
+def test_the_webuis_own_train_tab_runs_on_our_engine_with_both_intervals_0(webui, tmp_path):
+    before = weights(webui.build.hypernetwork_dir / "hn_train_own_tab.pt")
+    with chromium_page() as page:
+        open_page(webui, page)
+        open_webui_tab(page, "Train", "Train")
+        choose(page, "train_hypernetwork", "hn_train_own_tab", refresh_id="refresh_train_hypernetwork_name")
+        fill(page, {"train_hypernetwork_learn_rate": "1e-3", "train_dataset_directory": write_dataset(tmp_path / "data"),
+                    "train_log_directory": tmp_path / "logs", "train_training_width": 64, "train_training_height": 64,
+                    "train_steps": 2, "train_create_image_every": 0, "train_save_embedding_every": 0})
+        page.locator("#train_training_height input").first.press("Tab")  # a slider takes its number on change
+        page.click("#train_train_hypernetwork")
+        wait_for_text(page, "ti_output", "Training finished at 2 steps")
+    after = weights(webui.build.hypernetwork_dir / "hn_train_own_tab.pt")
+    assert any(not torch.equal(before[key], after[key]) for key in before)
+
+
+# -- last: Settings -> Reload UI (every script is unloaded and loaded again) ---------------------------
+
+def count_tabs(page, label: str) -> int:
+    return page.locator("#tabs .tab-nav button").filter(has_text=re.compile(f"^\\s*{re.escape(label)}\\s*$")).count()
+
+
+def test_reload_ui_applies_every_patch_once_and_unloading_restores_every_original(webui, plain):
+    before = webui.probe()
+    offset = len(webui.log())
+    with chromium_page() as page:
+        open_page(webui, page)
+        open_webui_tab(page, "Settings")
+        page.click("#settings_restart_gradio")
+        webui.wait_for_startup(after=offset)
+        open_page(webui, page)
+        open_webui_tab(page, "Train")
+        assert count_tabs(page, "Create Beta hypernetwork") == 1 and count_tabs(page, "Train_Gamma") == 1
+    reports = webui.unload_reports()
+    assert len(reports) == 1, reports  # one unload, by the reload
+    assert reports[0]["restored"] and reports[0]["checked"] == len(before["patched"]), reports
+    assert reports[0]["left_in_registry"] == 0, reports
+    after = webui.probe()
+    assert after["patched"] == before["patched"], (before, after)  # each patch once, none missing
+    assert after["originals_are_webui"] and after["replacements_are_ours"], after
+    ours = [script for script in after["train_tab_callbacks"] if real_webui.EXTENSION_NAME in script]
+    assert len(ours) == 1, after["train_tab_callbacks"]
+    assert after["api_trains_with_current_function"], after  # the HTTP route trains with the reloaded engine
+    image = webui.txt2img(f"{PROMPT} <hypernet:hn_relu:1>")[0]
+    assert real_webui.largest_difference(image, plain["images"]["relu"]) <= FAST_PATH_TOLERANCE
