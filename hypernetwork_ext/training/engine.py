@@ -20,6 +20,7 @@ import datetime
 import io
 import math
 import os
+import shlex
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -136,15 +137,16 @@ def preview_sampler(name: str, offered: tuple[str, ...] | None) -> str:
     return canonical
 
 
-def check_widths(network: Hypernetwork, model_widths: tuple[int, ...]) -> None:
-    """A network with no module for any of the model's attention widths would train nothing."""
+def check_widths(network: Hypernetwork, model_widths: tuple[int, ...], model: str | None = None) -> None:
+    """A network with no module for any of the model's attention widths would train nothing. ``model``: the
+    command line's name for the model (``tiny``, a path), for the command that fixes it."""
     if not set(network.sizes) & set(model_widths):
-        widths = ",".join(map(str, model_widths))
+        fit = f"--model {shlex.quote(model)}" if model else f"--sizes {','.join(map(str, model_widths))}"
         raise ConfigError("hypernetwork", f"{network.name} has no module for any attention width of this model "
                                           f"(its modules: {', '.join(map(str, network.sizes))}; the model's widths: "
                                           f"{', '.join(map(str, model_widths))}); create one that fits with "
                                           f"`python -m hypernetwork_ext create {network.name} --out "
-                                          f"{network.name}-fit.pt --sizes {widths}`")
+                                          f"{network.name}-fit.pt {fit}`")
 
 
 def train(adapter, hypernetwork_path: str | Path, settings: TrainingSettings, *, output_path: str | Path | None = None,
