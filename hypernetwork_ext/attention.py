@@ -19,6 +19,17 @@ def is_attention(module: nn.Module) -> bool:
     return all(hasattr(module, name) for name in ("to_q", "to_k", "to_v", "to_out", "heads"))
 
 
+def attention_widths(model: nn.Module) -> tuple[int, ...]:
+    """The widths a hypernetwork module can attach to in ``model``: the key/value input width of every
+    attention layer, cross-attention (text) widths first, then the others ascending, as the WebUI lists them."""
+    cross, self_ = set(), set()
+    for module in model.modules():
+        if is_attention(module):
+            width = module.to_k.in_features
+            (self_ if width == module.to_q.in_features else cross).add(width)
+    return tuple(sorted(cross)) + tuple(sorted(self_ - cross))
+
+
 class HypernetworkAttention:
     """``scaled_dot_product_attention`` with the key/value inputs passed through hypernetworks.
 

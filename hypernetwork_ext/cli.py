@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from . import files
-from .config import HypernetworkConfig, activation_names, INIT_MODES, parse_name
+from .config import DEFAULT_SIZES, HypernetworkConfig, activation_names, INIT_MODES, parse_name
 from .errors import HypernetworkError
 from .network import Hypernetwork
 from .stack import merge
@@ -28,8 +28,15 @@ class _Parser(argparse.ArgumentParser):
 
 def _create(args) -> None:
     name = parse_name(args.name)
+    if args.model is not None and args.sizes is not None:
+        raise UserError("give --sizes or --model, not both: --model takes the sizes from the model")
+    if args.model is not None:
+        from .train_cli import model_attention_widths
+        sizes = ",".join(map(str, model_attention_widths(args.model)))
+    else:
+        sizes = args.sizes if args.sizes is not None else ",".join(map(str, DEFAULT_SIZES))
     config = HypernetworkConfig.from_text(
-        sizes=args.sizes, layers=args.layers, activation=args.activation, weight_init=args.init,
+        sizes=sizes, layers=args.layers, activation=args.activation, weight_init=args.init,
         init_std=args.std, layer_norm=args.layer_norm, activate_output=args.activate_output,
         dropout=args.dropout, residual=args.residual, residual_shortcut=args.residual_shortcut)
     out = Path(args.out)
@@ -121,7 +128,10 @@ def build_parser() -> argparse.ArgumentParser:
     create = commands.add_parser("create", help="create a new hypernetwork file")
     create.add_argument("name", help="hypernetwork name (any language; no path separators)")
     create.add_argument("--out", required=True, help="file to write: .pt (WebUI) or .safetensors")
-    create.add_argument("--sizes", default="768,320,640,1024,1280", help="attention widths to modify (default: SD 1.x and 2.x)")
+    create.add_argument("--sizes", default=None, help="attention widths to modify (default: "
+                        f"{','.join(map(str, DEFAULT_SIZES))}, SD 1.x and 2.x)")
+    create.add_argument("--model", default=None, help="take the sizes from this model: tiny (the built-in demonstration "
+                        "model), a diffusers folder or a .safetensors/.ckpt checkpoint (its weights are not loaded)")
     create.add_argument("--layers", default="1, 2, 1", help='layer structure, e.g. "1, 2, 1" (first and last 1)')
     create.add_argument("--activation", default="linear", help="one of: " + ", ".join(activation_names()))
     create.add_argument("--init", default="Normal", help="weight initialisation: " + ", ".join(INIT_MODES))

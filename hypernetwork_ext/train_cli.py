@@ -15,9 +15,11 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
+from . import files
 from .config import HypernetworkConfig
 from .errors import ConfigError
-from .training import Callbacks, TrainingSettings, train
+from .training import Callbacks, ModelInfo, TrainingSettings, prepare, train
+from .training.engine import check_widths
 from .training.settings import CosineSettings, PreviewSettings, coerce_to_kind
 
 # the interface's short names for some settings; every other setting is --its-name-with-dashes
@@ -82,17 +84,89 @@ def load_adapter(model: str, device: str, model_config: str | None = None):
     if path.is_dir():
         from .adapters.diffusers import DiffusersAdapter
         return DiffusersAdapter(**_diffusers_components(path, device)), False
-    if path.is_file() and path.suffix.lower() in (".safetensors", ".ckpt"):
+    if path.is_file() and path.suffix.lower() in CHECKPOINT_SUFFIXES:
         from .adapters.diffusers import DiffusersAdapter
         return DiffusersAdapter(**_single_file_components(path, device, model_config)), False
     raise ConfigError("model", f"--model {model!r}: give 'tiny', a diffusers model folder, or a .safetensors/.ckpt "
                                f"checkpoint that exists")
 
 
+DEMO_MODEL_NAME = "tiny (built-in demonstration model)"
+CHECKPOINT_SUFFIXES = (".safetensors", ".ckpt")
+
+
+def model_info_of(model: str) -> ModelInfo:
+    """What a trained file records as "trained on", as the WebUI records it: a checkpoint's name and short
+    hash (the first 10 hex digits of its SHA-256), a diffusers folder's name, or the demonstration model."""
+    if model == "tiny":
+        return ModelInfo(None, DEMO_MODEL_NAME)
+    path = Path(model)
+    if path.is_file():
+        return ModelInfo(files.shorthash(path), path.stem)
+    return ModelInfo(None, path.resolve().name)
+
+
+def model_attention_widths(model: str) -> tuple[int, ...]:
+    """The attention widths of ``--model`` without loading its weights: the built-in model's, a diffusers
+    folder's (its UNet built from unet/config.json on the meta device), or a checkpoint's (from the shapes of
+    its attention weights)."""
+    if model == "tiny":
+        from .models.tiny import TINY_ATTENTION_WIDTHS
+        return TINY_ATTENTION_WIDTHS
+    path = Path(model)
+    if path.is_dir():
+        return _diffusers_folder_widths(path)
+    if path.is_file() and path.suffix.lower() in CHECKPOINT_SUFFIXES:
+        return _checkpoint_widths(path)
+    raise ConfigError("model", f"--model {model!r}: give 'tiny', a diffusers model folder, or a .safetensors/.ckpt "
+                               f"checkpoint that exists")
+
+
+def _diffusers_folder_widths(folder: Path) -> tuple[int, ...]:
+    from diffusers import UNet2DConditionModel
+    from .attention import attention_widths
+    try:
+        config = UNet2DConditionModel.load_config(folder / "unet")
+        with torch.device("meta"):
+            unet = UNet2DConditionModel.from_config(config)
+    except (OSError, ValueError, TypeError) as error:
+        raise ConfigError("model", f"{folder} is not a diffusers model folder with a UNet config ({error})") from None
+    return attention_widths(unet)
+
+
+def _checkpoint_widths(path: Path) -> tuple[int, ...]:
+    """From the key projections of a checkpoint in the original (ldm) layout: attn2 reads the text, attn1 the image."""
+    shapes = {}
+    try:
+        if path.suffix.lower() == ".safetensors":
+            from safetensors import safe_open
+            with safe_open(str(path), framework="pt") as handle:
+                shapes = {key: handle.get_slice(key).get_shape() for key in handle.keys() if key.endswith("to_k.weight")}
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+            state = state.get("state_dict", state)
+            shapes = {key: list(value.shape) for key, value in state.items() if key.endswith("to_k.weight")}
+    except Exception as error:  # noqa: BLE001 - safetensors and torch raise many kinds for a bad file
+        raise ConfigError("model", f"{path} cannot be read as a checkpoint ({type(error).__name__}: "
+                                   f"{str(error).splitlines()[0][:200] if str(error) else ''})") from None
+    cross = sorted({shape[1] for key, shape in shapes.items() if ".attn2." in key})
+    self_ = sorted({shape[1] for key, shape in shapes.items() if ".attn1." in key} - set(cross))
+    if not cross and not self_:
+        raise ConfigError("model", f"{path} has no attention weights in the Stable Diffusion layout "
+                                   f"(model.diffusion_model...attn1/attn2.to_k)")
+    return tuple(cross) + tuple(self_)
+
+
 def check_model_config(model: str, model_config: str | None) -> None:
-    if model_config is not None and Path(model).suffix.lower() not in (".safetensors", ".ckpt"):
+    if model_config is None:
+        return
+    if Path(model).suffix.lower() not in CHECKPOINT_SUFFIXES:
         raise ConfigError("model_config", "--model-config goes with a .safetensors/.ckpt checkpoint --model; a "
                                           "diffusers folder holds its own configs and 'tiny' needs none")
+    # diffusers takes a config that is not a folder for a hub repository name and goes looking for it there
+    if not (Path(model_config) / "model_index.json").is_file():
+        raise ConfigError("model_config", f"--model-config {model_config!r}: give a local diffusers model folder "
+                                          f"(model_index.json, the component configs and the tokenizer files)")
 
 
 def _tokenizer(tokenizer):
@@ -123,10 +197,6 @@ def _single_file_components(path: Path, device, model_config: str | None = None)
     from diffusers import DDPMScheduler, StableDiffusionPipeline
     from huggingface_hub.utils import LocalEntryNotFoundError
 
-    # diffusers takes a config that is not a folder for a hub repository name and goes looking for it there
-    if model_config is not None and not (Path(model_config) / "model_index.json").is_file():
-        raise ConfigError("model_config", f"--model-config {model_config!r}: give a local diffusers model folder "
-                                          f"(model_index.json, the component configs and the tokenizer files)")
     try:
         pipe = StableDiffusionPipeline.from_single_file(str(path), config=model_config, local_files_only=True)
     except LocalEntryNotFoundError:
@@ -154,7 +224,11 @@ def run_training(args) -> None:
     settings = settings_from_args(args.settings_flags, base)
     if not Path(args.hypernetwork).is_file():
         raise ConfigError("hypernetwork", f"--hypernetwork {args.hypernetwork!r} does not exist; create one with "
-                                          f"`python -m hypernetwork_ext create NAME --out PATH`")
+                                          f"`python -m hypernetwork_ext create NAME --out PATH --model {args.model}`")
+    check_model_config(args.model, args.model_config)
+    prepared = prepare(args.hypernetwork, settings, resume_from=args.resume)  # every input checked before the model loads
+    check_widths(prepared.network, model_attention_widths(args.model), args.model)
+    model_info = model_info_of(args.model)
     from .training.distributed import from_environment
     distributed, device = from_environment(args.device)  # several processes under accelerate launch / torchrun
     adapter, demonstration = load_adapter(args.model, str(device) if device is not None else args.device,
@@ -162,12 +236,13 @@ def run_training(args) -> None:
     if demonstration and distributed.is_main:
         print(DEMO_NOTICE)
     result, chart = _train_with_progress(adapter, args.hypernetwork, settings, resume=args.resume, out=args.out,
-                                         distributed=distributed)
+                                         distributed=distributed, prepared=prepared, model_info=model_info)
     if distributed.is_main:
         _print_result(result, chart)
 
 
-def _train_with_progress(adapter, hypernetwork, settings, resume=None, out=None, log_dir=None, distributed=None):
+def _train_with_progress(adapter, hypernetwork, settings, resume=None, out=None, log_dir=None, distributed=None,
+                         prepared=None, model_info=ModelInfo()):
     from tqdm import tqdm
 
     main = distributed is None or distributed.is_main
@@ -182,7 +257,7 @@ def _train_with_progress(adapter, hypernetwork, settings, resume=None, out=None,
     callbacks = Callbacks(status=bar.write, progress=progress, loss=lambda point: last_loss.append(point.loss))
     try:
         result = train(adapter, hypernetwork, settings, output_path=out, resume_from=resume, callbacks=callbacks,
-                       log_dir=log_dir, distributed=distributed)
+                       log_dir=log_dir, distributed=distributed, prepared=prepared, model_info=model_info)
     finally:
         bar.close()
     if not main:
@@ -236,7 +311,6 @@ def make_sample_dataset(folder: Path, count: int = 12) -> Path:
 
 
 def run_demo(args) -> None:
-    from . import files
     from .models.tiny import TINY_ATTENTION_WIDTHS
     from .network import Hypernetwork
 
@@ -254,7 +328,8 @@ def run_demo(args) -> None:
                                 shuffle_tags=True, preview=PreviewSettings(prompt="red circle, white background",
                                                                           steps=20, seed=7, width=64, height=64))
     adapter, _ = load_adapter("tiny", args.device)
-    result, chart = _train_with_progress(adapter, network_path, settings, log_dir=out / "logs" / "demo")
+    result, chart = _train_with_progress(adapter, network_path, settings, log_dir=out / "logs" / "demo",
+                                         model_info=model_info_of("tiny"))
     _print_result(result, chart)
     print("Next: inspect it with `python -m hypernetwork_ext inspect " + str(network_path) + "`")
 

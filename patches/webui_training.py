@@ -71,10 +71,22 @@ class TrainingGate:
             self._training.release()
 
 
+def webui_sampler_names() -> tuple[str, ...] | None:
+    """The WebUI's sampler names: previews render through its txt2img, so any of them is valid (None: this
+    WebUI has no sampler list to check against, and its txt2img judges the name)."""
+    try:
+        from modules import sd_samplers
+    except ImportError:
+        return None
+    names = tuple(sampler.name for sampler in getattr(sd_samplers, "all_samplers", ()))
+    return names or None
+
+
 class WebUIModelAdapter(LdmAdapter):
     def __init__(self, shared, processing, devices):
         super().__init__(shared.sd_model, devices.device)
         self.shared, self.processing = shared, processing
+        self.preview_samplers = webui_sampler_names()
 
     def attach(self, applier):
         network = applier.transform.network

@@ -86,9 +86,10 @@ def on_ui_train_tabs(params):
         create_tab.build(gr, lambda: shared.cmd_opts.hypernetwork_dir, on_created=shared.reload_hypernetworks)
     with gr.Tab(label="Train_Gamma", id="hnext_train_tab"):
         from modules import devices, processing, progress
-        start = importlib.import_module("hypernetwork_ext_patches.webui_training").start_from_tab(
-            shared, processing, devices, _model_info, training_gate, progress)
-        tab = train_tab.build(gr, _hypernetwork_names, start, progress_js="hnext_start_training")
+        webui_training = importlib.import_module("hypernetwork_ext_patches.webui_training")
+        start = webui_training.start_from_tab(shared, processing, devices, _model_info, training_gate, progress)
+        tab = train_tab.build(gr, _hypernetwork_names, start, progress_js="hnext_start_training",
+                              preview_samplers=webui_training.webui_sampler_names() or ())
         tab["interrupt"].click(fn=lambda: shared.state.interrupt(), inputs=[], outputs=[])
 
 

@@ -17,7 +17,9 @@ from PIL import Image
 
 from hypernetwork_ext import Hypernetwork, HypernetworkConfig, files
 from hypernetwork_ext.config import parse_dropout_structure, parse_layer_structure, parse_name
+from hypernetwork_ext.adapters.sampling import SAMPLERS
 from hypernetwork_ext.training import TrainingSettings
+from hypernetwork_ext.training.engine import check_widths, preview_sampler
 from hypernetwork_ext.training.dataset import read_template, scan_folder
 from hypernetwork_ext.training.schedule import StepSchedule
 
@@ -153,6 +155,12 @@ ROWS: list[Row] = [
     Row("training settings", "schedule that does not parse", lambda t: StepSchedule.parse("fast", 100), "'fast' in entry 1 is not a number"),
     Row("training settings", "schedule that goes backwards", lambda t: StepSchedule.parse("1e-3:100, 1e-4:50, 1e-5", 200), "is not after step 100"),
     Row("training settings", "schedule that ends early", lambda t: StepSchedule.parse("1e-3:100", 200), "the schedule ends at step 100"),
+    Row("training settings", "unknown optimizer", lambda t: TrainingSettings(optimizer="Adamm"), "Unknown optimizer 'Adamm'; choose one of: AdamW"),
+    Row("training settings", "preview sampler the preview does not offer", lambda t: preview_sampler("totally bogus", tuple(SAMPLERS)),
+        "Preview sampler 'totally bogus' is not offered here; choose one of: DDIM, Euler"),
+    Row("training settings", "a hypernetwork with none of the model's widths", lambda t: check_widths(
+        Hypernetwork.create(HypernetworkConfig(), "x", seed=1), (48, 32, 64), "tiny"),
+        "the model's widths: 48, 32, 64); create one that fits with `python -m hypernetwork_ext create x --out x-fit.pt --model tiny`"),
     Row("prompt template", "empty template", _template("   "), "The prompt template is empty"),
     Row("prompt template", "missing template file", _template("nowhere.txt"), "does not exist"),
     Row("settings JSON", "not JSON", _settings("{nope"), "not valid JSON"),

@@ -120,7 +120,11 @@ def test_checkpoint_in_the_original_layout_trains_offline(checkpoint, no_network
                  "--steps", "3", "--width", "64", "--height", "64", "--lr", "1e-3", "--save-every", "0",
                  "--preview-every", "0", "--log-dir", str(tmp_path / "logs"), "--out", str(tmp_path / "out.pt")]) == 0
     assert "DEMONSTRATION" not in capsys.readouterr().out
-    assert files.load(tmp_path / "out.pt").step == 3
+    trained = files.load(tmp_path / "out.pt")
+    assert trained.step == 3
+    # trained on: recorded as the WebUI records it, the checkpoint's name and the short hash of its file
+    assert (trained.sd_checkpoint_name, trained.sd_checkpoint) == (
+        "tiny", files.file_sha256(checkpoint["folder"] / "tiny.safetensors")[:10])
     assert not same_tensors(weights_of(tmp_path / "out.pt"), before)
 
 
@@ -158,3 +162,9 @@ def test_the_app_refuses_model_config_without_a_checkpoint(tmp_path, capsys):
     assert main(["app", "--model", "tiny", "--model-config", str(tmp_path), "--folder", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error:") and "--model-config goes with" in err[0], err
+
+
+@pytest.mark.parametrize("model", ["tiny.safetensors", "tiny.ckpt", "config"])
+def test_create_takes_the_sizes_of_a_checkpoint_or_diffusers_folder(checkpoint, tmp_path, capsys, model):
+    assert main(["create", "fit", "--out", str(tmp_path / "fit.pt"), "--model", str(checkpoint["folder"] / model)]) == 0
+    assert files.load(tmp_path / "fit.pt").sizes == (CONTEXT_WIDTH, 32, 64)  # the text width, then the UNet's

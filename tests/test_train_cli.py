@@ -68,6 +68,44 @@ def test_train_command_errors(tmp_path, capsys, args, fragment):
     assert len(err) == 1 and err[0].startswith("error:") and fragment in err[0], err
 
 
+@pytest.mark.parametrize("args, fragment", [
+    (["--optimizer", "Adamm"], "Unknown optimizer 'Adamm'; choose one of: AdamW"),
+    (["--data", "{tmp}/nowhere"], "does not exist or is not a folder"),
+    (["--preview-sampler", "totally bogus"], "Preview sampler 'totally bogus' is not offered here; choose one of: "
+                                             "DDIM, Euler"),
+    (["--hypernetwork", "{tmp}/default-sizes.pt"], "(its modules: 768, 320, 640, 1024, 1280; the model's widths: "
+                                                   "48, 32, 64); create one that fits with `python -m hypernetwork_ext "
+                                                   "create x --out x-fit.pt --model tiny`"),
+    (["--template", "{tmp}/missing.txt"], "does not exist"),
+])
+def test_input_errors_are_reported_before_the_model_loads(tmp_path, capsys, monkeypatch, args, fragment):
+    from hypernetwork_ext import train_cli
+    monkeypatch.setattr(train_cli, "load_adapter", lambda *a, **k: pytest.fail("the model was loaded first"))
+    assert main(["create", "x", "--out", str(tmp_path / "default-sizes.pt")]) == 0
+    make_images(tmp_path / "data", 2, sizes=((64, 64),))
+    network = make_network(tmp_path / "n.pt")
+    full = ["train", "--hypernetwork", str(network), "--data", str(tmp_path / "data"), "--width", "64", "--height", "64"]
+    assert main(full + [a.replace("{tmp}", str(tmp_path)) for a in args]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error:") and fragment in err[0], err
+
+
+def test_choices_are_taken_in_any_case_and_trained_on_is_recorded(tmp_path, capsys):
+    make_images(tmp_path / "data", 2, sizes=((64, 64),))
+    assert main(["create", "fit", "--out", str(tmp_path / "fit.pt"), "--model", "tiny"]) == 0
+    assert files.load(tmp_path / "fit.pt").sizes == (48, 32, 64)  # the built-in model's widths
+    assert main(["train", "--hypernetwork", str(tmp_path / "fit.pt"), "--data", str(tmp_path / "data"), "--width", "64",
+                 "--height", "64", "--steps", "1", "--save-every", "0", "--preview-every", "1", "--preview-width", "64",
+                 "--preview-height", "64", "--preview-steps", "2", "--log-dir", str(tmp_path / "logs"),
+                 "--optimizer", "adamw", "--clip-mode", "Norm", "--loss", "SIMPLE", "--latent-sampling", "Random",
+                 "--preview-sampler", "euler"]) == 0
+    saved = TrainingSettings.load(next((tmp_path / "logs").rglob("settings.json")))
+    assert (saved.optimizer, saved.clip_mode, saved.loss, saved.latent_sampling) == ("AdamW", "norm", "simple", "random")
+    capsys.readouterr()
+    assert main(["inspect", str(tmp_path / "fit.pt")]) == 0
+    assert "trained on     tiny (built-in demonstration model)" in capsys.readouterr().out
+
+
 def test_demo_creates_trains_and_previews(tmp_path, capsys):
     assert main(["demo", "--out", str(tmp_path / "demo"), "--steps", "6"]) == 0
     out = capsys.readouterr().out

@@ -178,12 +178,71 @@ def test_training_learns(tmp_path):
     assert last < first
 
 
-def test_a_network_for_other_widths_is_a_clear_message(tmp_path):
+class CountingAdapter:
+    """The tiny adapter, counting the images it encodes."""
+
+    def __init__(self, kind="ldm"):
+        self.inner = tiny_adapter(kind)
+        self.encoded = 0
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def encode_images(self, pixels):
+        self.encoded += pixels.shape[0]
+        return self.inner.encode_images(pixels)
+
+
+@pytest.mark.parametrize("kind", ["ldm", "diffusers"])
+def test_a_network_for_other_widths_names_the_model_widths_and_the_fix_before_encoding(tmp_path, kind):
     make_images(tmp_path / "data", 2, sizes=((64, 64),))
     from hypernetwork_ext import Hypernetwork, HypernetworkConfig, save
     save(Hypernetwork.create(HypernetworkConfig(sizes=(2048, 640)), "xl", seed=1), tmp_path / "start.pt")
-    with pytest.raises(ConfigError, match=r"has no module for any attention width of this model \(its modules: 2048, 640\)"):
-        run(tmp_path, "xl")
+    adapter = CountingAdapter(kind)
+    with pytest.raises(ConfigError) as caught:
+        train(adapter, tmp_path / "start.pt", settings(tmp_path), log_dir=tmp_path / "logs-xl")
+    message = str(caught.value)
+    assert "has no module for any attention width of this model (its modules: 2048, 640; " in message
+    assert "the model's widths: 48, 32, 64" in message
+    assert "`python -m hypernetwork_ext create xl --out xl-fit.pt --sizes 48,32,64`" in message
+    assert adapter.encoded == 0  # said before the images were encoded
+
+
+def test_input_errors_come_before_any_image_is_encoded(tmp_path):
+    make_images(tmp_path / "data", 2, sizes=((64, 64),))
+    make_network(tmp_path / "start.pt")
+    adapter = CountingAdapter()
+    with pytest.raises(ConfigError, match="Preview sampler 'totally bogus' is not offered here; choose one of: DDIM, Euler"):
+        train(adapter, tmp_path / "start.pt", settings(tmp_path, preview={"sampler": "totally bogus"}))
+    assert adapter.encoded == 0
+
+
+def test_preview_sampler_names_any_case_and_euler_differs_from_ddim(workspace):
+    euler, _ = run(workspace, "euler", preview_every=6, preview={"sampler": "euler", "steps": 4, "width": 64,
+                                                                  "height": 64, "seed": 11})
+    ddim, _ = run(workspace, "ddim", preview_every=6, preview={"sampler": "DDIM", "steps": 4, "width": 64,
+                                                                "height": 64, "seed": 11})
+    from PIL import Image
+    import numpy as np
+    a, b = (np.asarray(Image.open(r.previews[0])) for r in (euler, ddim))
+    assert a.shape == b.shape and not np.array_equal(a, b)  # the name is not ignored
+
+
+@pytest.mark.parametrize("sampler", ["DDIM", "Euler"])
+@pytest.mark.parametrize("v_prediction", [False, True])
+def test_each_preview_sampler_reaches_the_image_an_exact_model_points_to(sampler, v_prediction):
+    """With a model that knows the one image its data holds, a correct sampler ends exactly on that image."""
+    from hypernetwork_ext.adapters.sampling import sample
+    alphas = torch.cumprod(1 - torch.linspace(0.00085 ** 0.5, 0.012 ** 0.5, 1000) ** 2, 0)
+    target = torch.randn(1, 4, 4, 4, generator=torch.Generator().manual_seed(3))
+
+    def exact(x, t):
+        a = alphas[t].view(-1, 1, 1, 1)
+        eps = (x - a.sqrt() * target) / (1 - a).sqrt()
+        return a.sqrt() * eps - (1 - a).sqrt() * target if v_prediction else eps
+
+    out = sample(sampler, exact, alphas, (1, 4, 4, 4), 12, 7.0, 1, v_prediction, "cpu", torch.float32)
+    assert torch.allclose(out, target, atol=1e-4)
 
 
 def test_learns_where_ldms_own_checkpointing_is_on(tmp_path):

@@ -84,3 +84,18 @@ def test_generate_shows_the_hypernetwork_at_its_strength(tmp_path):
     assert np.array_equal(np.asarray(plain), np.asarray(zero))  # strength 0 is no hypernetwork
     assert not np.array_equal(np.asarray(plain), np.asarray(full))
     assert generate("missing", 1.0, *args)[0] is None
+
+
+def test_the_app_offers_the_preview_samplers_and_checks_inputs_before_loading_the_model(tmp_path, monkeypatch):
+    pytest.importorskip("gradio")
+    from hypernetwork_ext import ConfigError, train_cli
+    from hypernetwork_ext.ui.app import StandaloneTraining, build_app
+    from training_helpers import make_network
+    config = build_app(tmp_path / "hypernetworks").get_config_file()
+    sampler = next(c for c in config["components"] if c.get("props", {}).get("elem_id") == "hnext_train_preview_sampler")
+    assert [c[0] if isinstance(c, (list, tuple)) else c for c in sampler["props"]["choices"]] == ["DDIM", "Euler"]
+    make_network(tmp_path / "hypernetworks" / "style.pt")
+    monkeypatch.setattr(train_cli, "load_adapter", lambda *a, **k: pytest.fail("the model was loaded first"))
+    training = StandaloneTraining(tmp_path / "hypernetworks", "tiny")
+    with pytest.raises(ConfigError, match="does not exist or is not a folder"):
+        list(training.start("style", TrainingSettings(data_dir=str(tmp_path / "nowhere"))))

@@ -253,3 +253,26 @@ def test_training_through_the_api_waits_for_a_running_generation(webui_training,
         call_queue.queue_lock.release()
     training.join(120)
     assert "error" not in trained and files.load(folder / "style.pt").step == 2
+
+
+def test_the_preview_sampler_is_one_of_the_webuis(webui_training, monkeypatch):
+    """Previews render through the WebUI's txt2img: its sampler names are the valid ones, in any case."""
+    import sys
+    import types
+    from hypernetwork_ext import ConfigError
+    modules, folder, tmp_path = webui_training
+    import modules as webui_modules
+    samplers = types.ModuleType("modules.sd_samplers")
+    samplers.all_samplers = [types.SimpleNamespace(name=name) for name in ("DPM++ 2M", "Euler a", "Euler")]
+    monkeypatch.setitem(sys.modules, "modules.sd_samplers", samplers)
+    monkeypatch.setattr(webui_modules, "sd_samplers", samplers, raising=False)
+    webui.load_extension()
+    training = sys.modules["hypernetwork_ext_patches.webui_training"]
+    assert training.webui_sampler_names() == ("DPM++ 2M", "Euler a", "Euler")
+    from hypernetwork_ext.training.engine import preview_sampler
+    assert preview_sampler("euler A", training.webui_sampler_names()) == "Euler a"
+    arguments = {**_arguments(tmp_path, steps=2, preview_every=1), "preview_sampler_name": "totally bogus"}
+    with pytest.raises(ConfigError, match="Preview sampler 'totally bogus' is not offered here; choose one of: "
+                                          "DPM\\+\\+ 2M, Euler a, Euler"):
+        modules["hypernetwork"].train_hypernetwork(**arguments)
+    assert files.load(folder / "style.pt").step == 0

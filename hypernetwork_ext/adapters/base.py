@@ -25,13 +25,17 @@ class PreviewRequest:
     seed: int
     width: int
     height: int
-    sampler: str = ""
+    sampler: str = ""  # one of the adapter's preview_samplers; empty: its default
 
 
 class ModelAdapter(Protocol):
     device: torch.device
     dtype: torch.dtype  # the dtype the model computes in
     num_timesteps: int  # diffusion timesteps the model was trained with (e.g. 1000)
+    preview_samplers: tuple[str, ...] | None  # the sampler names render_preview takes; None: any (the host checks)
+
+    def attention_widths(self) -> tuple[int, ...]:
+        """The widths a hypernetwork module can attach to (see ``attention.attention_widths``)."""
 
     def encode_images(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, 3, H, W) in [-1, 1] -> latent mean and std, (B, C, H/8, W/8), already scaled."""

@@ -13,8 +13,9 @@ import torch.nn.functional as F
 from PIL import Image
 
 from ..applier import FastApplier
+from ..attention import attention_widths
 from .base import PreviewRequest
-from .sampling import ddim_sample, lvlb_weights, to_image
+from .sampling import SAMPLERS, lvlb_weights, sample, to_image
 
 
 class HypernetworkAttnProcessor:
@@ -65,6 +66,8 @@ class HypernetworkAttnProcessor:
 
 
 class DiffusersAdapter:
+    preview_samplers = tuple(SAMPLERS)
+
     def __init__(self, unet, vae, text_encoder, tokenize: Callable[[list[str]], torch.Tensor], noise_scheduler,
                  device: torch.device | str | None = None):
         """``tokenize`` maps captions to input ids (e.g. a CLIP tokenizer with padding to 77);
@@ -81,6 +84,9 @@ class DiffusersAdapter:
     @property
     def num_timesteps(self) -> int:
         return len(self.alphas_cumprod)
+
+    def attention_widths(self) -> tuple[int, ...]:
+        return attention_widths(self.unet)
 
     def encode_images(self, pixels):
         with torch.no_grad():
@@ -121,10 +127,10 @@ class DiffusersAdapter:
             both = torch.cat([self.encode_text([request.negative_prompt]), self.encode_text([request.prompt])])
             both = both.to(self.device, self.dtype)
             channels = self.unet.config.in_channels
-            latents = ddim_sample(lambda x, t: self.unet(x, t, encoder_hidden_states=both).sample,
-                                  self.alphas_cumprod, (1, channels, request.height // 8, request.width // 8),
-                                  request.steps, request.cfg_scale, request.seed, self.v_prediction,
-                                  self.device, self.dtype)
+            latents = sample(request.sampler, lambda x, t: self.unet(x, t, encoder_hidden_states=both).sample,
+                             self.alphas_cumprod, (1, channels, request.height // 8, request.width // 8),
+                             request.steps, request.cfg_scale, request.seed, self.v_prediction,
+                             self.device, self.dtype)
             decoded = self.vae.decode(latents.to(next(self.vae.parameters()).dtype) / self.scaling).sample
             return to_image(decoded)
 

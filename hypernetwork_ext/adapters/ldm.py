@@ -11,9 +11,9 @@ import torch.utils.checkpoint
 from PIL import Image
 
 from ..applier import FastApplier
-from ..attention import HypernetworkAttention, install
+from ..attention import HypernetworkAttention, attention_widths, install
 from .base import PreviewRequest
-from .sampling import ddim_sample, to_image
+from .sampling import SAMPLERS, sample, to_image
 
 
 class _TorchWithSizeTolerantCat:
@@ -52,6 +52,8 @@ def _checkpointed(function):
 
 
 class LdmAdapter:
+    preview_samplers = tuple(SAMPLERS)
+
     def __init__(self, model, device: torch.device | str | None = None):
         self.model = model
         self.device = torch.device(device) if device is not None else next(model.model.parameters()).device
@@ -60,6 +62,9 @@ class LdmAdapter:
     @property
     def num_timesteps(self) -> int:
         return self.model.num_timesteps
+
+    def attention_widths(self) -> tuple[int, ...]:
+        return attention_widths(self.model.model.diffusion_model)
 
     def encode_images(self, pixels):
         with torch.no_grad():
@@ -110,9 +115,9 @@ class LdmAdapter:
                 with size_tolerant_unet():
                     return model.apply_model(x, t, both)
 
-            latents = ddim_sample(predict, model.alphas_cumprod, (1, model.channels, request.height // 8,
-                                  request.width // 8), request.steps, request.cfg_scale, request.seed,
-                                  model.parameterization == "v", self.device, self.dtype)
+            latents = sample(request.sampler, predict, model.alphas_cumprod, (1, model.channels, request.height // 8,
+                             request.width // 8), request.steps, request.cfg_scale, request.seed,
+                             model.parameterization == "v", self.device, self.dtype)
             return to_image(model.decode_first_stage(latents))
 
     def checkpointing(self, enabled: bool):

@@ -20,6 +20,7 @@ import datetime
 import io
 import math
 import os
+import shlex
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +34,7 @@ from .. import files
 from ..applier import FastApplier
 from ..errors import ConfigError, HypernetworkError
 from ..network import Hypernetwork
+from ..adapters.sampling import SAMPLERS
 from ..stack import Applied
 from .dataset import TrainingDataset, encode_latents, open_latent_cache, read_template, scan_folder
 from .distributed import SingleProcess
@@ -91,33 +93,85 @@ class ModelInfo:
     name: str | None = None
 
 
+@dataclass
+class Prepared:
+    """What a run reads and checks before any model loads, so that a wrong input is reported in
+    seconds rather than after the model has loaded and the images were encoded."""
+
+    network: Hypernetwork
+    optimizer_state: tuple | None
+    learn_rate: object
+    clip: object
+    templates: list
+    examples: list
+    report: object
+
+
+def prepare(hypernetwork_path: str | Path, settings: TrainingSettings, *, resume_from: str | Path | None = None,
+            preview_samplers: tuple[str, ...] | None = tuple(SAMPLERS)) -> Prepared:
+    """Everything ``train`` checks that needs no model: the file, the settings, the template and the
+    dataset folder. ``preview_samplers``: the names the model's preview takes (None: any); the default is
+    the standalone adapters' list. A host calls this before loading its model and hands the result to ``train``."""
+    source = Path(resume_from or hypernetwork_path)
+    network = files.load(source)
+    if network.step >= settings.max_steps:
+        raise ConfigError("max_steps", f"{network.name} has already been trained for {network.step} steps, which is "
+                                       f"not below max steps ({settings.max_steps}); raise max steps to continue")
+    preview_sampler(settings.preview.sampler, preview_samplers)
+    templates = read_template(settings.template)
+    examples, report = scan_folder(settings.data_dir, width=settings.width, height=settings.height,
+                                   no_crop=settings.no_crop, use_alpha=settings.use_alpha_weight)
+    return Prepared(network, files.load_optimizer_state(source), settings.learn_rate_schedule(),
+                    settings.clip_schedule() if settings.clip_mode != "none" else None, templates, examples, report)
+
+
+def preview_sampler(name: str, offered: tuple[str, ...] | None) -> str:
+    """``name`` as the preview takes it (any case: ``euler`` is ``Euler``); empty means the default."""
+    name = str(name or "").strip()
+    if not name or offered is None:
+        return name
+    canonical = {option.lower(): option for option in offered}.get(name.lower())
+    if canonical is None:
+        raise ConfigError("preview.sampler", f"Preview sampler {name!r} is not offered here; choose one of: "
+                                             f"{', '.join(offered)} (empty: {offered[0]})")
+    return canonical
+
+
+def check_widths(network: Hypernetwork, model_widths: tuple[int, ...], model: str | None = None) -> None:
+    """A network with no module for any of the model's attention widths would train nothing. ``model``: the
+    command line's name for the model (``tiny``, a path), for the command that fixes it."""
+    if not set(network.sizes) & set(model_widths):
+        fit = f"--model {shlex.quote(model)}" if model else f"--sizes {','.join(map(str, model_widths))}"
+        raise ConfigError("hypernetwork", f"{network.name} has no module for any attention width of this model "
+                                          f"(its modules: {', '.join(map(str, network.sizes))}; the model's widths: "
+                                          f"{', '.join(map(str, model_widths))}); create one that fits with "
+                                          f"`python -m hypernetwork_ext create {network.name} --out "
+                                          f"{network.name}-fit.pt {fit}`")
+
+
 def train(adapter, hypernetwork_path: str | Path, settings: TrainingSettings, *, output_path: str | Path | None = None,
           resume_from: str | Path | None = None, callbacks: Callbacks | None = None,
           model_info: ModelInfo = ModelInfo(), log_dir: str | Path | None = None,
-          distributed=None) -> TrainingResult:
+          distributed=None, prepared: Prepared | None = None) -> TrainingResult:
     """Train the hypernetwork at ``hypernetwork_path`` (or continue ``resume_from``, a saved copy).
-    With ``distributed`` (see distributed.py) this process trains its share of every global batch."""
+    With ``distributed`` (see distributed.py) this process trains its share of every global batch.
+    ``prepared``: what ``prepare`` returned for the same arguments (read here when not given)."""
     distributed = distributed or SingleProcess()
     main = distributed.is_main
     callbacks = (callbacks or Callbacks()) if main else Callbacks()
     started = time.monotonic()
-    source = Path(resume_from or hypernetwork_path)
     output_path = Path(output_path or hypernetwork_path)
-    network = files.load(source)
+    prepared = prepared or prepare(hypernetwork_path, settings, resume_from=resume_from,
+                                   preview_samplers=adapter.preview_samplers)
+    sampler = preview_sampler(settings.preview.sampler, adapter.preview_samplers)
+    network, optimizer_state = prepared.network, prepared.optimizer_state
+    learn_rate, clip, examples, report = prepared.learn_rate, prepared.clip, prepared.examples, prepared.report
     name = network.name
-    optimizer_state = files.load_optimizer_state(source)
-    if network.step >= settings.max_steps:
-        raise ConfigError("max_steps", f"{name} has already been trained for {network.step} steps, which is not "
-                                       f"below max steps ({settings.max_steps}); raise max steps to continue")
-    learn_rate = settings.learn_rate_schedule()
-    clip = settings.clip_schedule() if settings.clip_mode != "none" else None
+    check_widths(network, adapter.attention_widths())  # before the images are encoded
     log_dir = Path(log_dir) if log_dir else Path(settings.log_dir) / datetime.date.today().isoformat() / name
 
     # ---- data -----------------------------------------------------------------------------
     callbacks.say(f"Preparing dataset from {settings.data_dir}...")
-    templates = read_template(settings.template)
-    examples, report = scan_folder(settings.data_dir, width=settings.width, height=settings.height,
-                                   no_crop=settings.no_crop, use_alpha=settings.use_alpha_weight)
     for problem in report.skipped:
         callbacks.say(f"Skipped {problem.path}: {problem.reason}")
     share = settings.batch_size  # images per micro-batch in this process; the global batch is share * world size
@@ -125,7 +179,7 @@ def train(adapter, hypernetwork_path: str | Path, settings: TrainingSettings, *,
                                      latent_sampling=settings.latent_sampling,
                                      folder=settings.latent_cache_dir or log_dir / "latent_cache")
     dataset = TrainingDataset(examples, report, batch_size=share * distributed.world_size, grad_accum=settings.grad_accum,
-                              templates=templates, name=name, seed=settings.dataset_seed,
+                              templates=prepared.templates, name=name, seed=settings.dataset_seed,
                               shuffle_tags=settings.shuffle_tags, tag_dropout=settings.tag_dropout,
                               flip=settings.flip, latent_sampling=settings.latent_sampling, repeats=settings.repeats,
                               latent_cache=latent_cache)
@@ -190,7 +244,7 @@ def train(adapter, hypernetwork_path: str | Path, settings: TrainingSettings, *,
             return
         p = settings.preview
         seed = p.seed if p.seed >= 0 else int.from_bytes(os.urandom(4), "little")
-        request = _preview_request(settings, caption, seed)
+        request = _preview_request(settings, caption, seed, sampler)
         callbacks.say(f"Rendering a preview at step {step}...")
         with _isolated_preview(network, optimizer, settings, adapter, cuda_devices):
             image = adapter.render_preview(request)
@@ -235,9 +289,6 @@ def train(adapter, hypernetwork_path: str | Path, settings: TrainingSettings, *,
                     weights = batch.weights[mine] if batch.weights is not None else None
                     with autocast():
                         loss = adapter.loss(batch.latents[mine], cond, weights, settings.loss, t=t, noise=noise)
-                    if not loss.requires_grad:
-                        raise ConfigError("hypernetwork", f"{name} has no module for any attention width of this "
-                                                          f"model (its modules: {', '.join(map(str, network.sizes))})")
                     scaled = loss / len(micro_batches)
                     (scaler.scale(scaled) if scaler else scaled).backward()
                 step_loss += loss.item() / len(micro_batches)
@@ -396,12 +447,12 @@ def _precision(mode: str, device: torch.device):
     return (lambda: torch.autocast("cuda", dtype=torch.float16)), torch.amp.GradScaler("cuda")
 
 
-def _preview_request(settings: TrainingSettings, caption: str, seed: int):
+def _preview_request(settings: TrainingSettings, caption: str, seed: int, sampler: str):
     from ..adapters.base import PreviewRequest
 
     p = settings.preview
     return PreviewRequest(prompt=p.prompt or caption, negative_prompt=p.negative_prompt, steps=p.steps,
-                          cfg_scale=p.cfg_scale, seed=seed, width=p.width, height=p.height, sampler=p.sampler)
+                          cfg_scale=p.cfg_scale, seed=seed, width=p.width, height=p.height, sampler=sampler)
 
 
 @contextlib.contextmanager

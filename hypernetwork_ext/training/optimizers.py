@@ -4,6 +4,7 @@ learning-rate-free optimizer (Prodigy, D-Adaptation) when its package is install
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import inspect
 
 import torch
@@ -32,24 +33,30 @@ def available_optimizers() -> list[str]:
     return names
 
 
+def canonical_optimizer_name(name: str) -> str:
+    """The optimizer's own spelling of ``name`` (``adamw`` -> ``AdamW``); refuses a name that is unknown or
+    whose package is not installed, so the settings are refused before any model loads."""
+    known = {option.lower(): option for option in [*_torch_optimizers(), *LEARNING_RATE_FREE]}
+    canonical = known.get(str(name).strip().lower())
+    if canonical is None:
+        raise ConfigError("optimizer", f"Unknown optimizer {name!r}; choose one of: {', '.join(available_optimizers())}")
+    if canonical in LEARNING_RATE_FREE and importlib.util.find_spec(LEARNING_RATE_FREE[canonical][0]) is None:
+        raise ConfigError("optimizer", f"Optimizer {canonical} needs the package {LEARNING_RATE_FREE[canonical][0]!r}; "
+                                       f"install it or choose another optimizer")
+    return canonical
+
+
 def build_optimizer(settings, parameters, learn_rate: float):
     """``(optimizer, name)``; AdamW takes beta1, beta2, epsilon and weight decay from the settings."""
-    name = settings.optimizer
+    name = canonical_optimizer_name(settings.optimizer)
     adam = dict(betas=(float(settings.adam_beta1), float(settings.adam_beta2)), eps=float(settings.adam_epsilon),
                 weight_decay=float(settings.weight_decay))
     if name in LEARNING_RATE_FREE:
         module_name, class_name = LEARNING_RATE_FREE[name]
-        try:
-            cls = getattr(importlib.import_module(module_name), class_name)
-        except ImportError:
-            raise ConfigError("optimizer", f"Optimizer {name} needs the package {module_name!r}; install it "
-                                           f"or choose another optimizer") from None
+        cls = getattr(importlib.import_module(module_name), class_name)
         extra = {"decouple": True} if "decouple" in inspect.signature(cls).parameters else {}
         return cls(parameters, lr=learn_rate, **adam, **extra), name
-    classes = _torch_optimizers()
-    if name not in classes:
-        raise ConfigError("optimizer", f"Unknown optimizer {name!r}; choose one of: {', '.join(available_optimizers())}")
-    cls = classes[name]
+    cls = _torch_optimizers()[name]
     accepted = inspect.signature(cls).parameters
     options = {key: value for key, value in adam.items() if key in accepted} if name in ("AdamW", "Adam") else {}
     if "fused" in accepted:

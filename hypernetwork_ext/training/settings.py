@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 from ..errors import ConfigError, HypernetworkFileError
+from .optimizers import canonical_optimizer_name
 from .schedule import CosineRestarts, StepSchedule
 
 SETTINGS_FORMAT = "hypernetwork-training-settings"
@@ -105,12 +106,11 @@ class TrainingSettings:
         for name in ("width", "height"):
             if getattr(self, name) % 8:
                 raise ConfigError(name, f"{_label(name)} ({getattr(self, name)}) must be a multiple of 8")
-        _choice(self.latent_sampling, LATENT_SAMPLING, "latent_sampling")
-        _choice(self.latent_cache, LATENT_CACHES, "latent_cache")
-        _choice(self.clip_mode, CLIP_MODES, "clip_mode")
-        _choice(self.loss, LOSSES, "loss")
-        _choice(self.mixed_precision, PRECISIONS, "mixed_precision")
-        _choice(self.nan_policy, NAN_POLICIES, "nan_policy")
+        choices = {"latent_sampling": LATENT_SAMPLING, "latent_cache": LATENT_CACHES, "clip_mode": CLIP_MODES,
+                   "loss": LOSSES, "mixed_precision": PRECISIONS, "nan_policy": NAN_POLICIES}
+        for name, options in choices.items():
+            object.__setattr__(self, name, _choice(getattr(self, name), options, name))
+        object.__setattr__(self, "optimizer", canonical_optimizer_name(self.optimizer))
         if not (0 <= float(self.tag_dropout) < 1):
             raise ConfigError("tag_dropout", f"Tag dropout ({self.tag_dropout}) must be at least 0 and below 1")
         for name in ("adam_beta1", "adam_beta2"):
@@ -250,8 +250,11 @@ def _check_numbers(section, prefix: str) -> None:
 
 
 def _choice(value, options, name):
-    if value not in options:
+    """The option ``value`` names, in its own spelling: a choice is the same in any case (``Norm`` is ``norm``)."""
+    canonical = {option.lower(): option for option in options}.get(str(value).strip().lower())
+    if canonical is None:
         raise ConfigError(name, f"{_label(name)} must be one of {', '.join(options)}; got {value!r}")
+    return canonical
 
 
 def _nested(cls, data: dict, prefix: str):

@@ -29,13 +29,18 @@ class StandaloneTraining:
         path = generate_tab.find_network(self.folder, name)
         if path is None:
             raise ConfigError("hypernetwork", f"{name} was not found in {self.folder}; press refresh")
+        from ..train_cli import model_attention_widths
+        from ..training import prepare
+        from ..training.engine import check_widths
+        prepared = prepare(path, settings)  # every input checked before the model loads
+        check_widths(prepared.network, model_attention_widths(self.model), self.model)
         if not self.running.acquire(blocking=False):
             raise ConfigError("hypernetwork", "Another training run is going; wait for it or press Interrupt")
         self.stop_requested.clear()
         status = train_tab.TrainingStatus(settings.max_steps, "Loading the model...")
         changes: queue.Queue = queue.Queue()
         outcome = {}
-        threading.Thread(target=self._work, args=(path, settings, status, changes, outcome), daemon=True,
+        threading.Thread(target=self._work, args=(path, settings, prepared, status, changes, outcome), daemon=True,
                          name="hypernetwork-training").start()
         yield status.html()
         while _next_change(changes):
@@ -48,12 +53,13 @@ class StandaloneTraining:
         yield (f"Training {verb} at step {result.steps_done}{note}. Hypernetwork saved to "
                f"{html.escape(str(result.output_path))}" + status.html())
 
-    def _work(self, path, settings, status, changes, outcome):
-        from ..train_cli import load_adapter
+    def _work(self, path, settings, prepared, status, changes, outcome):
+        from ..train_cli import load_adapter, model_info_of
         from ..training import train
         try:
+            model_info = model_info_of(self.model)
             adapter, outcome["demonstration"] = load_adapter(self.model, "auto", self.model_config)
-            outcome["result"] = train(adapter, path, settings,
+            outcome["result"] = train(adapter, path, settings, prepared=prepared, model_info=model_info,
                                       callbacks=status.callbacks(lambda: changes.put(True), self.stop_requested.is_set))
         except BaseException as error:  # handed to the page's thread, which reports it
             outcome["error"] = error
@@ -93,11 +99,13 @@ def build_app(folder: str | Path, model: str = "tiny", model_config: str | None 
 
 
 def _attention_widths(model: str) -> tuple[int, ...]:
-    """The module sizes to offer: a network made with none of the model's widths could not be trained on it."""
-    if model == "tiny":
-        from ..models.tiny import TINY_ATTENTION_WIDTHS
-        return TINY_ATTENTION_WIDTHS
-    return DEFAULT_SIZES
+    """The module sizes to offer: a network made with none of the model's widths could not be trained on it.
+    A model that cannot be read offers the WebUI's default list (training on it then says what is wrong)."""
+    from ..train_cli import model_attention_widths
+    try:
+        return model_attention_widths(model)
+    except ConfigError:
+        return DEFAULT_SIZES
 
 
 def _cached_adapter(model: str, model_config: str | None = None):

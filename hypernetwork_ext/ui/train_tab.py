@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from ..errors import ConfigError, HypernetworkError, HypernetworkFileError
+from ..adapters.sampling import SAMPLERS
 from ..training import Callbacks
 from ..training.chart import render_chart
 from ..training.optimizers import available_optimizers
@@ -47,7 +48,7 @@ FIELDS: tuple[Field, ...] = (
     Field("preview_every", "Save an image to the log directory every N steps, 0 to disable", "number"),
     Field("preview.prompt", "Preview prompt (empty: the first caption of the batch)"),
     Field("preview.negative_prompt", "Preview negative prompt"),
-    Field("preview.sampler", "Preview sampler (empty: the default)"),
+    Field("preview.sampler", "Preview sampler (empty: the default)", "dropdown"),
     Field("preview.steps", "Preview sampling steps", "number"),
     Field("preview.cfg_scale", "Preview CFG scale", "number"),
     Field("preview.seed", "Preview seed (-1: random; fixed: comparable previews)", "number"),
@@ -197,12 +198,15 @@ class TrainingStatus:
 
 
 def build(gr, hypernetwork_choices: Callable[[], list[str]], start: Callable[..., str | Iterator[str]],
-          elem_prefix: str = "hnext_train", progress_js: str | None = None):
+          elem_prefix: str = "hnext_train", progress_js: str | None = None,
+          preview_samplers: tuple[str, ...] = tuple(SAMPLERS)):
     """The tab's content. ``start(hypernetwork_name, settings, task_id)`` runs training and returns an HTML
     reply; a generator function instead yields HTML as training goes, and the page shows each (Gradio
     streams it; the app needs ``queue()``). With ``progress_js`` (a page function that supplies a task id,
     as the WebUI's Train tab does), a hidden first input carries the id and the host can report progress
-    under it."""
+    under it. ``preview_samplers``: the names the host's previews take (the first is the default)."""
+    dropdown_choices = {"optimizer": available_optimizers(), "preview.sampler": list(preview_samplers)}
+
     def eid(name):
         return f"{elem_prefix}_{name.replace('.', '_')}"
 
@@ -215,8 +219,9 @@ def build(gr, hypernetwork_choices: Callable[[], list[str]], start: Callable[...
             return gr.Number(label=spec.label, value=value, elem_id=eid(spec.key))
         if spec.kind == "radio":
             return gr.Radio(label=spec.label, choices=list(spec.choices), value=value, elem_id=eid(spec.key))
-        if spec.kind == "dropdown":
-            return gr.Dropdown(label=spec.label, choices=available_optimizers(), value=value, elem_id=eid(spec.key))
+        if spec.kind == "dropdown":  # the sampler may also be typed (empty: the default); it is checked on Train
+            return gr.Dropdown(label=spec.label, choices=dropdown_choices[spec.key], value=value, elem_id=eid(spec.key),
+                               allow_custom_value=spec.key == "preview.sampler")
         return gr.Textbox(label=spec.label, value=value, elem_id=eid(spec.key))
 
     defaults = dict(zip((f.key for f in FIELDS), default_values()))
