@@ -34,9 +34,11 @@ import torch
 from .config import DEFAULT_LAYER_STRUCTURE, HypernetworkConfig
 from .errors import ConfigError, HypernetworkFileError
 from .network import Hypernetwork
+from .stack import SET_SUFFIXES
 
 PT_SUFFIXES = (".pt", ".ckpt", ".pth")
 SAFETENSORS_SUFFIX = ".safetensors"
+NETWORK_SUFFIXES = (".pt", SAFETENSORS_SUFFIX)  # what the WebUI and the app list as hypernetworks
 SAFETENSORS_FORMAT = "sd-hypernetwork"
 SAFETENSORS_FORMAT_VERSION = 1
 OPTIM_SUFFIX = ".optim"
@@ -194,6 +196,16 @@ def legacy_model_hash(path: str | os.PathLike) -> str:
     with open(path, "rb") as handle:
         handle.seek(0x100000)
         return hashlib.sha256(handle.read(0x10000)).hexdigest()[:8]
+
+
+def listed_name(path: str | os.PathLike) -> str:
+    """The name a hypernetwork or set file is listed and called by (``<hypernet:NAME>``): the file name
+    without its type suffix. Dots and brackets belong to the name: ``v1.5-style.pt`` is ``v1.5-style``."""
+    name = os.path.basename(path)
+    for suffix in SET_SUFFIXES + NETWORK_SUFFIXES:
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return os.path.splitext(name)[0]
 
 
 # --------------------------------------------------------------------------------------------

@@ -27,6 +27,7 @@ from .errors import ConfigError, HypernetworkFileError
 from .network import Hypernetwork
 
 SET_SUFFIX = ".hnset.json"
+SET_SUFFIXES = (SET_SUFFIX, ".hns")  # ours, and the old extension's
 SET_FORMAT = "hypernetwork-set"
 SET_FORMAT_VERSION = 1
 MAX_SET_DEPTH = 16
@@ -191,6 +192,10 @@ def _hns_node(value, depth: int):
             return {**_hns_node(key, depth + 1), "strength": float(strength)}
         return {"mix": [{**_hns_node(key, depth + 1), "weight": float(weight)} for key, weight in value.items()]}
     raise ConfigError("set", f"unexpected value in .hns structure: {value!r:.60}")
+
+
+def is_set_file(path: str | os.PathLike) -> bool:
+    return str(path).lower().endswith(SET_SUFFIXES)
 
 
 def read_set_file(path: str | os.PathLike) -> dict:
