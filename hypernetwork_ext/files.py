@@ -34,7 +34,7 @@ import torch
 from .config import DEFAULT_LAYER_STRUCTURE, HypernetworkConfig
 from .errors import ConfigError, HypernetworkFileError
 from .network import Hypernetwork
-from .stack import SET_SUFFIXES
+from .stack import SET_SUFFIXES, is_set_file
 
 PT_SUFFIXES = (".pt", ".ckpt", ".pth")
 SAFETENSORS_SUFFIX = ".safetensors"
@@ -206,6 +206,18 @@ def listed_name(path: str | os.PathLike) -> str:
         if name.lower().endswith(suffix):
             return name[: -len(suffix)]
     return os.path.splitext(name)[0]
+
+
+def network_files(folder: str | os.PathLike, recursive: bool = False) -> dict[str, list[Path]]:
+    """The ``.pt`` / ``.safetensors`` files in ``folder`` (and below, with ``recursive``) by listed name,
+    in path order; one name can have several files (``x.pt`` and ``x.safetensors``)."""
+    folder = Path(folder)
+    candidates = folder.rglob("*") if recursive else folder.iterdir()
+    found: dict[str, list[Path]] = {}
+    for path in sorted(candidates):
+        if path.name.lower().endswith(NETWORK_SUFFIXES) and path.is_file():
+            found.setdefault(listed_name(path), []).append(path)
+    return found
 
 
 # --------------------------------------------------------------------------------------------
@@ -447,6 +459,9 @@ def load(path: str | os.PathLike) -> Hypernetwork:
     path = Path(path)
     if not path.is_file():
         raise HypernetworkFileError(path, "no such file")
+    if is_set_file(path):
+        raise HypernetworkFileError(path, "this is a set of hypernetworks, not a single one "
+                                          "(`inspect` lists its members)")
     try:
         if path.suffix.lower() == SAFETENSORS_SUFFIX:
             return read_safetensors(path)

@@ -18,6 +18,7 @@ from PIL import Image, ImageDraw
 from .config import HypernetworkConfig
 from .errors import ConfigError
 from .training import Callbacks, TrainingSettings, train
+from .training.engine import refuse_sets
 from .training.settings import CosineSettings, PreviewSettings, coerce_to_kind
 
 # the interface's short names for some settings; every other setting is --its-name-with-dashes
@@ -155,6 +156,7 @@ def run_training(args) -> None:
     if not Path(args.hypernetwork).is_file():
         raise ConfigError("hypernetwork", f"--hypernetwork {args.hypernetwork!r} does not exist; create one with "
                                           f"`python -m hypernetwork_ext create NAME --out PATH`")
+    refuse_sets(args.hypernetwork, args.resume)
     from .training.distributed import from_environment
     distributed, device = from_environment(args.device)  # several processes under accelerate launch / torchrun
     adapter, demonstration = load_adapter(args.model, str(device) if device is not None else args.device,

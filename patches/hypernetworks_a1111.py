@@ -17,7 +17,7 @@ import sys
 import torch
 
 from hypernetwork_ext import FastApplier, HypernetworkError, files
-from hypernetwork_ext.stack import SET_SUFFIXES, Applied, Sequence, build_set, is_set_file, read_set_file
+from hypernetwork_ext.stack import SET_SUFFIXES, Applied, Sequence, build_set, is_set_file, member_names, read_set_file
 
 
 class LoadedHypernetwork:
@@ -103,7 +103,7 @@ class WebUIHypernetworks:
         try:
             loaded = self._load_path(path)
             if isinstance(loaded, dict):
-                for member in _member_names(loaded):
+                for member in member_names(loaded):
                     self._resolve(member)  # fail now, with the name, rather than during sampling
                 return LoadedHypernetwork(name, path, set_spec=loaded, resolve=self._resolve, hasher=self.shorthash)
             return LoadedHypernetwork(name, path, network=loaded, hasher=self.shorthash)
@@ -178,13 +178,6 @@ def _in_float32(applier, context_k, context_v):
 def generation_info(hypernetworks) -> str:
     """``name: hash`` for each applied hypernetwork, for the image's generation parameters."""
     return ", ".join(f"{h.name}: {h.shorthash()}" for h in hypernetworks if isinstance(h, LoadedHypernetwork))
-
-
-def _member_names(spec):
-    if "network" in spec:
-        yield spec["network"]
-    for item in spec.get("sequence", []) + spec.get("mix", []):
-        yield from _member_names(item)
 
 
 def install(registry, hypernetwork_module, shared, devices) -> WebUIHypernetworks:

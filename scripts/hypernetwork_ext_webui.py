@@ -75,9 +75,10 @@ def on_ui_train_tabs(params):
         create_tab.build(gr, lambda: shared.cmd_opts.hypernetwork_dir, on_created=shared.reload_hypernetworks)
     with gr.Tab(label="Train_Gamma", id="hnext_train_tab"):
         from modules import devices, processing, progress
-        start = importlib.import_module("hypernetwork_ext_patches.webui_training").start_from_tab(
-            shared, processing, devices, _model_info, training_gate, progress)
-        tab = train_tab.build(gr, lambda: sorted(shared.hypernetworks), start, progress_js="hnext_start_training")
+        training = importlib.import_module("hypernetwork_ext_patches.webui_training")
+        start = training.start_from_tab(shared, processing, devices, _model_info, training_gate, progress)
+        tab = train_tab.build(gr, lambda: training.trainable_names(shared.hypernetworks), start,
+                              progress_js="hnext_start_training")
         tab["interrupt"].click(fn=lambda: shared.state.interrupt(), inputs=[], outputs=[])
 
 

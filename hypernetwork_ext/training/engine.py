@@ -31,9 +31,9 @@ from PIL import Image
 
 from .. import files
 from ..applier import FastApplier
-from ..errors import ConfigError, HypernetworkError
+from ..errors import ConfigError, HypernetworkError, HypernetworkFileError
 from ..network import Hypernetwork
-from ..stack import Applied
+from ..stack import Applied, is_set_file, member_names, read_set_file
 from .dataset import TrainingDataset, encode_latents, open_latent_cache, read_template, scan_folder
 from .distributed import SingleProcess
 from .optimizers import build_optimizer
@@ -91,12 +91,27 @@ class ModelInfo:
     name: str | None = None
 
 
+def refuse_sets(*paths: str | Path | None) -> None:
+    """A set file (``.hnset.json``, or the old ``.hns``) only says how to apply other networks: there is
+    nothing in it to train, and writing the result over it would lose the set. Checked before anything loads."""
+    for path in filter(None, paths):
+        if not is_set_file(path):
+            continue
+        try:
+            members = f" ({', '.join(member_names(read_set_file(path)))})"
+        except HypernetworkFileError:  # a broken set is refused all the same
+            members = ""
+        raise ConfigError("hypernetwork", f"{path} is a set of hypernetworks; sets apply, they do not train: "
+                                          f"train one of its members{members} instead")
+
+
 def train(adapter, hypernetwork_path: str | Path, settings: TrainingSettings, *, output_path: str | Path | None = None,
           resume_from: str | Path | None = None, callbacks: Callbacks | None = None,
           model_info: ModelInfo = ModelInfo(), log_dir: str | Path | None = None,
           distributed=None) -> TrainingResult:
     """Train the hypernetwork at ``hypernetwork_path`` (or continue ``resume_from``, a saved copy).
     With ``distributed`` (see distributed.py) this process trains its share of every global batch."""
+    refuse_sets(hypernetwork_path, resume_from)
     distributed = distributed or SingleProcess()
     main = distributed.is_main
     callbacks = (callbacks or Callbacks()) if main else Callbacks()

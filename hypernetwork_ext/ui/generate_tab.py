@@ -18,11 +18,8 @@ def list_networks(folder: str | Path) -> dict[str, Path]:
     """The app's list: each ``.pt`` / ``.safetensors`` file in ``folder`` by its name (dots and brackets
     included); when two files share a name (``x.pt`` and ``x.safetensors``) both are listed, by file name.
     Sets are left out: the app trains and previews single networks."""
-    by_name: dict[str, list[Path]] = {}
-    for path in sorted(Path(folder).iterdir()):
-        if path.is_file() and path.name.lower().endswith(files.NETWORK_SUFFIXES):
-            by_name.setdefault(files.listed_name(path), []).append(path)
-    return {(name if len(paths) == 1 else path.name): path for name, paths in by_name.items() for path in paths}
+    return {(name if len(paths) == 1 else path.name): path
+            for name, paths in files.network_files(folder).items() for path in paths}
 
 
 def find_network(folder: str | Path, name: str) -> Path | None:
