@@ -210,11 +210,11 @@ def listed_name(path: str | os.PathLike) -> str:
 
 def network_files(folder: str | os.PathLike, recursive: bool = False) -> dict[str, list[Path]]:
     """The ``.pt`` / ``.safetensors`` files in ``folder`` (and below, with ``recursive``) by listed name,
-    in path order; one name can have several files (``x.pt`` and ``x.safetensors``)."""
+    in the WebUI's order (lower-cased path); one name can have several files (``x.pt`` and ``x.safetensors``)."""
     folder = Path(folder)
     candidates = folder.rglob("*") if recursive else folder.iterdir()
     found: dict[str, list[Path]] = {}
-    for path in sorted(candidates):
+    for path in sorted(candidates, key=lambda candidate: str(candidate).lower()):
         if path.name.lower().endswith(NETWORK_SUFFIXES) and path.is_file():
             found.setdefault(listed_name(path), []).append(path)
     return found
