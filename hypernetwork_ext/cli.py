@@ -14,7 +14,7 @@ from . import files
 from .config import DEFAULT_SIZES, HypernetworkConfig, activation_names, INIT_MODES, parse_name
 from .errors import HypernetworkError
 from .network import Hypernetwork
-from .stack import merge
+from .stack import is_set_file, member_names, merge, read_set_file
 
 
 class UserError(Exception):
@@ -51,6 +51,8 @@ def _create(args) -> None:
 
 
 def _inspect(args) -> None:
+    if is_set_file(args.path):
+        return _inspect_set(args)
     network = files.load(args.path)
     path = Path(args.path)
     problems = network.config.plain_webui_problems()
@@ -85,6 +87,49 @@ def _inspect(args) -> None:
     print(f"  plain WebUI    {'can load it' if not problems else 'cannot load it: ' + '; '.join(problems)}")
     if network.optional_info:
         print(f"  info           {network.optional_info}")
+
+
+def _inspect_set(args) -> None:
+    """A set names other networks; they are looked up as the WebUI would, by name, in the set's folder and below."""
+    path = Path(args.path)
+    spec = read_set_file(path)
+    available = files.network_files(path.parent, recursive=True)
+    members = []
+    for name in member_names(spec):
+        found = available.get(name)  # of two files with one name the WebUI uses the later one
+        members.append({"name": name, "present": bool(found), "path": str(found[-1]) if found else None})
+    mode = next(kind for kind in ("network", "sequence", "mix") if kind in spec)
+    report = {"path": str(path), "name": files.listed_name(path), "kind": "set", "mode": mode,
+              "strength": spec["strength"], "set": spec, "members": members,
+              "all_members_present": all(member["present"] for member in members)}
+    if args.json:
+        print(json.dumps(report, ensure_ascii=False, indent=2))
+        return
+    print(f"{report['name']}  ({path})")
+    print("  set of hypernetworks (it applies them; it cannot be trained)")
+    for line in _set_lines(spec, "    "):
+        print(line)
+    missing = [member["name"] for member in members if not member["present"]]
+    if missing:
+        listed = ", ".join(name + (f" (missing from {path.parent})" if name in missing else "")
+                           for name in member_names(spec))
+    else:
+        listed = f"{', '.join(member_names(spec))}: all present in {path.parent}"
+    print(f"  members        {listed}")
+
+
+def _set_lines(node: dict, indent: str) -> list[str]:
+    """One line per node of a set, children indented under their sequence or mix."""
+    numbers = [f"weight {node['weight']:g}"] if "weight" in node else []
+    numbers += [f"strength {node['strength']:g}"] if node["strength"] != 1 or "network" in node else []
+    if "network" in node:
+        return [f"{indent}{node['network']}  {', '.join(numbers)}"]
+    kind = "sequence" if "sequence" in node else "mix"
+    children = node[kind]
+    head = f"{indent}{kind} of {len(children)}"
+    head += f" at strength {node['strength']:g}" if node["strength"] != 1 else ""
+    head += f", weight {node['weight']:g}" if "weight" in node else ""
+    return [head] + [line for child in children for line in _set_lines(child, indent + "  ")]
 
 
 def _convert(args) -> None:
@@ -147,7 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--overwrite", action="store_true", help="replace an existing file")
     create.set_defaults(run=_create)
 
-    inspect_ = commands.add_parser("inspect", help="show what a hypernetwork file holds")
+    inspect_ = commands.add_parser("inspect", help="show what a hypernetwork or set file holds")
     inspect_.add_argument("path")
     inspect_.add_argument("--json", action="store_true", help="print one JSON object")
     inspect_.set_defaults(run=_inspect)

@@ -5,13 +5,15 @@ Safety rules, kept in this one file:
   unpickler, which builds tensors and plain containers and refuses everything else;
 * every problem with a file surfaces as ``HypernetworkFileError`` with a readable reason;
 * every write is atomic (temporary file in the same folder, fsync, rename), so a crash leaves the
-  old file or the new one, never a broken one;
+  old file or the new one, never a broken one; the file gets the mode a plain write would give it
+  (the umask's, or the mode of the file it replaces);
 * ``.pt`` archives hold only the records the WebUI's own pickle check (``modules/safe.py``) accepts,
   whatever torch version wrote them.
 """
 
 from __future__ import annotations
 
+import errno
 import glob
 import hashlib
 import io
@@ -20,7 +22,8 @@ import math
 import os
 import pickle
 import re
-import tempfile
+import secrets
+import stat
 import time
 import zipfile
 from pathlib import Path
@@ -31,9 +34,11 @@ import torch
 from .config import DEFAULT_LAYER_STRUCTURE, HypernetworkConfig
 from .errors import ConfigError, HypernetworkFileError
 from .network import Hypernetwork
+from .stack import SET_SUFFIXES, is_set_file
 
 PT_SUFFIXES = (".pt", ".ckpt", ".pth")
 SAFETENSORS_SUFFIX = ".safetensors"
+NETWORK_SUFFIXES = (".pt", SAFETENSORS_SUFFIX)  # what the WebUI and the app list as hypernetworks
 SAFETENSORS_FORMAT = "sd-hypernetwork"
 SAFETENSORS_FORMAT_VERSION = 1
 OPTIM_SUFFIX = ".optim"
@@ -55,7 +60,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         _remove_stale_temporaries(path)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        fd, tmp = _create_temporary(path)
     except OSError as error:
         raise HypernetworkFileError(path, f"cannot write here ({error.strerror or error}); nothing was changed") from error
     try:
@@ -78,6 +83,32 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
             os.close(dir_fd)
     except OSError:
         pass
+
+
+def _create_temporary(path: Path) -> tuple[int, str]:
+    """A new temporary file beside ``path`` with the mode the finished file should have.
+
+    ``tempfile.mkstemp`` makes files 0600, which after the rename would hide the file from other users, a
+    container or a web server; a file created with 0666 gets what the umask allows, as any normal write. A
+    file we replace keeps its own mode, which its owner may have chosen.
+    """
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode)
+    except OSError:
+        mode = None
+    for _ in range(100):
+        tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp"
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+        except FileExistsError:
+            continue
+        if mode is not None:
+            try:
+                os.chmod(tmp, mode)
+            except OSError:  # not ours to change (e.g. a file of another user in a shared folder)
+                pass
+        return fd, str(tmp)
+    raise FileExistsError(errno.EEXIST, "no free temporary file name", str(path.parent))
 
 
 STALE_TEMPORARY_SECONDS = 3600
@@ -167,6 +198,28 @@ def legacy_model_hash(path: str | os.PathLike) -> str:
     with open(path, "rb") as handle:
         handle.seek(0x100000)
         return hashlib.sha256(handle.read(0x10000)).hexdigest()[:8]
+
+
+def listed_name(path: str | os.PathLike) -> str:
+    """The name a hypernetwork or set file is listed and called by (``<hypernet:NAME>``): the file name
+    without its type suffix. Dots and brackets belong to the name: ``v1.5-style.pt`` is ``v1.5-style``."""
+    name = os.path.basename(path)
+    for suffix in SET_SUFFIXES + NETWORK_SUFFIXES:
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return os.path.splitext(name)[0]
+
+
+def network_files(folder: str | os.PathLike, recursive: bool = False) -> dict[str, list[Path]]:
+    """The ``.pt`` / ``.safetensors`` files in ``folder`` (and below, with ``recursive``) by listed name,
+    in the WebUI's order (lower-cased path); one name can have several files (``x.pt`` and ``x.safetensors``)."""
+    folder = Path(folder)
+    candidates = folder.rglob("*") if recursive else folder.iterdir()
+    found: dict[str, list[Path]] = {}
+    for path in sorted(candidates, key=lambda candidate: str(candidate).lower()):
+        if path.name.lower().endswith(NETWORK_SUFFIXES) and path.is_file():
+            found.setdefault(listed_name(path), []).append(path)
+    return found
 
 
 # --------------------------------------------------------------------------------------------
@@ -408,6 +461,9 @@ def load(path: str | os.PathLike) -> Hypernetwork:
     path = Path(path)
     if not path.is_file():
         raise HypernetworkFileError(path, "no such file")
+    if is_set_file(path):
+        raise HypernetworkFileError(path, "this is a set of hypernetworks, not a single one "
+                                          "(`inspect` lists its members)")
     try:
         if path.suffix.lower() == SAFETENSORS_SUFFIX:
             return read_safetensors(path)

@@ -27,6 +27,7 @@ from .errors import ConfigError, HypernetworkFileError
 from .network import Hypernetwork
 
 SET_SUFFIX = ".hnset.json"
+SET_SUFFIXES = (SET_SUFFIX, ".hns")  # ours, and the old extension's
 SET_FORMAT = "hypernetwork-set"
 SET_FORMAT_VERSION = 1
 MAX_SET_DEPTH = 16
@@ -193,9 +194,15 @@ def _hns_node(value, depth: int):
     raise ConfigError("set", f"unexpected value in .hns structure: {value!r:.60}")
 
 
+def is_set_file(path: str | os.PathLike) -> bool:
+    return str(path).lower().endswith(SET_SUFFIXES)
+
+
 def read_set_file(path: str | os.PathLike) -> dict:
     """Read a named set (``.hnset.json``, or an old ``.hns``) into its validated spec."""
     path = Path(path)
+    if not path.is_file():
+        raise HypernetworkFileError(path, "no such file")
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as error:
@@ -225,6 +232,14 @@ def write_set_file(path: str | os.PathLike, spec: dict, description: str = "") -
         document["description"] = description
     atomic_write_bytes(path, json.dumps(document, indent=2, ensure_ascii=False).encode("utf-8"))
     return Path(path)
+
+
+def member_names(spec: dict) -> list[str]:
+    """The networks a validated set spec names, each once, in the order they first appear."""
+    names = [spec["network"]] if "network" in spec else []
+    for item in spec.get("sequence", []) + spec.get("mix", []):
+        names += [name for name in member_names(item) if name not in names]
+    return names
 
 
 def build_set(spec: dict, resolve: Callable[[str], Hypernetwork], strength: float = 1.0) -> Transform:

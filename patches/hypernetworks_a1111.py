@@ -17,18 +17,7 @@ import sys
 import torch
 
 from hypernetwork_ext import FastApplier, HypernetworkError, files
-from hypernetwork_ext.stack import Applied, Sequence, build_set, read_set_file
-
-SET_SUFFIXES = (".hnset.json", ".hns")
-NETWORK_SUFFIXES = (".pt", ".safetensors")
-
-
-def stem(path: str) -> str:
-    name = os.path.basename(path)
-    for suffix in SET_SUFFIXES + NETWORK_SUFFIXES:
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)]
-    return os.path.splitext(name)[0]
+from hypernetwork_ext.stack import SET_SUFFIXES, Applied, Sequence, build_set, is_set_file, member_names, read_set_file
 
 
 class LoadedHypernetwork:
@@ -67,16 +56,23 @@ class WebUIHypernetworks:
     # -- listing and loading ------------------------------------------------------------------
 
     def list_hypernetworks(self, path):
-        found = {}
-        patterns = [f"**/*{suffix}" for suffix in NETWORK_SUFFIXES + SET_SUFFIXES]
-        paths = sorted({p for pattern in patterns for p in glob.glob(os.path.join(path, pattern), recursive=True)},
-                       key=str.lower)
+        """``{name: path}`` keyed by file stem, as the WebUI's listing and its prompt tags are; of two files
+        with one stem the later path wins, as in the WebUI, and the console says which one is used."""
+        found, shadowed = {}, {}
+        patterns = [os.path.join(glob.escape(path), f"**/*{suffix}") for suffix in files.NETWORK_SUFFIXES + SET_SUFFIXES]
+        paths = sorted({p for pattern in patterns for p in glob.glob(pattern, recursive=True)}, key=str.lower)
         for filename in paths:
             if filename.endswith(files.OPTIM_SUFFIX):
                 continue
-            name = stem(filename)
-            if name != "None":
-                found[name] = filename
+            name = files.listed_name(filename)
+            if name == "None":
+                continue
+            if name in found:
+                shadowed.setdefault(name, []).append(found[name])
+            found[name] = filename
+        for name, hidden in shadowed.items():
+            self.log(f"[hypernetwork-ext] {name!r} names {' and '.join(hidden + [found[name]])}; "
+                     f"<hypernet:{name}> uses {found[name]} (rename a file to use the other)")
         return found
 
     def _load_path(self, path: str):
@@ -84,7 +80,7 @@ class WebUIHypernetworks:
         cached = self._cache.get(path)
         if cached is not None and cached[0] == mtime:
             return cached[1]
-        if path.lower().endswith(SET_SUFFIXES):
+        if is_set_file(path):
             loaded = read_set_file(path)
         else:
             loaded = files.load(path).to(self.devices.device)
@@ -107,7 +103,7 @@ class WebUIHypernetworks:
         try:
             loaded = self._load_path(path)
             if isinstance(loaded, dict):
-                for member in _member_names(loaded):
+                for member in member_names(loaded):
                     self._resolve(member)  # fail now, with the name, rather than during sampling
                 return LoadedHypernetwork(name, path, set_spec=loaded, resolve=self._resolve, hasher=self.shorthash)
             return LoadedHypernetwork(name, path, network=loaded, hasher=self.shorthash)
@@ -182,13 +178,6 @@ def _in_float32(applier, context_k, context_v):
 def generation_info(hypernetworks) -> str:
     """``name: hash`` for each applied hypernetwork, for the image's generation parameters."""
     return ", ".join(f"{h.name}: {h.shorthash()}" for h in hypernetworks if isinstance(h, LoadedHypernetwork))
-
-
-def _member_names(spec):
-    if "network" in spec:
-        yield spec["network"]
-    for item in spec.get("sequence", []) + spec.get("mix", []):
-        yield from _member_names(item)
 
 
 def install(registry, hypernetwork_module, shared, devices) -> WebUIHypernetworks:

@@ -23,6 +23,7 @@ from pathlib import Path
 from hypernetwork_ext.adapters.base import PreviewRequest
 from hypernetwork_ext.adapters.ldm import LdmAdapter
 from hypernetwork_ext.errors import ConfigError
+from hypernetwork_ext.stack import is_set_file
 from hypernetwork_ext.training import Callbacks, ModelInfo, TrainingSettings, train
 from hypernetwork_ext.ui.train_tab import TrainingStatus
 
@@ -211,6 +212,11 @@ def train_in_webui(shared, processing, devices, path: Path, settings: TrainingSe
     result = train(adapter, path, settings, callbacks=progress.callbacks(), model_info=model_info)
     shared.reload_hypernetworks()
     return result
+
+
+def trainable_names(listing: dict) -> list[str]:
+    """Train_Gamma's choices: the WebUI lists sets beside networks for prompts, but sets do not train."""
+    return sorted(name for name, path in listing.items() if not is_set_file(path))
 
 
 def start_from_tab(shared, processing, devices, model_info, gate: TrainingGate, progress=None):

@@ -71,10 +71,11 @@ def _bind_api_route(_demo, _app):
     importlib.import_module("hypernetwork_ext_patches.webui_training").bind_api_route(registry, hypernetwork)
 
 
-def _hypernetwork_names():
-    """What the hypernetwork folder holds now: refresh must also show files copied in since startup."""
+def _trainable_hypernetworks():
+    """The networks in the folder now (refresh must show files copied in since startup); sets apply,
+    they do not train."""
     shared.reload_hypernetworks()
-    return sorted(shared.hypernetworks)
+    return importlib.import_module("hypernetwork_ext_patches.webui_training").trainable_names(shared.hypernetworks)
 
 
 def on_ui_train_tabs(params):
@@ -88,7 +89,7 @@ def on_ui_train_tabs(params):
         from modules import devices, processing, progress
         webui_training = importlib.import_module("hypernetwork_ext_patches.webui_training")
         start = webui_training.start_from_tab(shared, processing, devices, _model_info, training_gate, progress)
-        tab = train_tab.build(gr, _hypernetwork_names, start, progress_js="hnext_start_training",
+        tab = train_tab.build(gr, _trainable_hypernetworks, start, progress_js="hnext_start_training",
                               preview_samplers=webui_training.webui_sampler_names() or ())
         tab["interrupt"].click(fn=lambda: shared.state.interrupt(), inputs=[], outputs=[])
 

@@ -19,7 +19,8 @@ from hypernetwork_ext import Hypernetwork, HypernetworkConfig, files
 from hypernetwork_ext.config import parse_dropout_structure, parse_layer_structure, parse_name
 from hypernetwork_ext.adapters.sampling import SAMPLERS
 from hypernetwork_ext.training import TrainingSettings
-from hypernetwork_ext.training.engine import check_widths, preview_sampler
+from hypernetwork_ext.training.engine import check_widths, prepare, preview_sampler
+from hypernetwork_ext.stack import read_set_file
 from hypernetwork_ext.training.dataset import read_template, scan_folder
 from hypernetwork_ext.training.schedule import StepSchedule
 
@@ -101,6 +102,23 @@ def _unreadable_caption(tmp: Path):
         return _report(setup)(tmp)
 
 
+def _set_file(text: str, name="combo.hnset.json"):
+    def write(tmp: Path) -> Path:
+        (tmp / name).write_text(text, encoding="utf-8")
+        return tmp / name
+    return write
+
+
+def _train(starting_file):
+    """What every host runs before it loads a model to train the file; a set is refused there."""
+    def run(tmp: Path):
+        return prepare(starting_file(tmp), TrainingSettings(data_dir=str(tmp)))
+    return run
+
+
+_A_SET = _set_file('{"format": "hypernetwork-set", "version": 1, "mix": [{"network": "a", "weight": 2}, "b"]}')
+
+
 def _settings(data):
     def run(tmp: Path):
         (tmp / "s.json").write_text(data if isinstance(data, str) else json.dumps(data))
@@ -176,6 +194,21 @@ ROWS: list[Row] = [
     Row("hypernetwork file", "a pickle that would run code", _code_pickle, "not plain weights"),
     Row("hypernetwork file", "a zip bomb", _zip_bomb, "compressed records"),
     Row("hypernetwork file", "mismatched sizes", _saved(lambda d: d.update({"layer_structure": [1, 3, 1]})), "has shape [32, 16] but"),
+    Row("hypernetwork file", "a set where one network belongs (convert, merge)", lambda t: files.load(_A_SET(t)),
+        "this is a set of hypernetworks, not a single one"),
+    Row("hypernetwork set", "training a set", _train(_A_SET),
+        "is a set of hypernetworks; sets apply, they do not train: train one of its members (a, b) instead"),
+    Row("hypernetwork set", "training an old .hns set", _train(_set_file("['a', ('b', 0.5)]", "combo.hns")),
+        "is a set of hypernetworks; sets apply, they do not train: train one of its members (a, b) instead"),
+    Row("hypernetwork set", "inspecting a missing set", lambda t: read_set_file(t / "nothing.hnset.json"), "no such file"),
+    Row("hypernetwork set", "inspecting a set that is not JSON", lambda t: read_set_file(_set_file("{mix: [a]")(t)),
+        "not valid JSON (line 1"),
+    Row("hypernetwork set", "inspecting a JSON file that is not a set", lambda t: read_set_file(_set_file('{"mix": ["a"]}')(t)),
+        'not a hypernetwork set (expected "format": "hypernetwork-set")'),
+    Row("hypernetwork set", "inspecting a set with an empty mix",
+        lambda t: read_set_file(_set_file('{"format": "hypernetwork-set", "mix": []}')(t)), "'mix' must be a non-empty list"),
+    Row("hypernetwork set", "inspecting a .hns set that is not a literal", lambda t: read_set_file(_set_file("__import__('os')", "x.hns")(t)),
+        "not a valid .hns structure"),
 ]
 
 

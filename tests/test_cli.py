@@ -100,3 +100,32 @@ def test_every_command_has_help(command, capsys):
     with pytest.raises(SystemExit) as exited:
         main([command, "--help"])
     assert exited.value.code == 0 and "usage:" in capsys.readouterr().out
+
+
+def test_inspect_describes_a_set(tmp_path):
+    from hypernetwork_ext.stack import write_set_file
+    assert run("create", "style", "--out", str(tmp_path / "style.pt"), "--sizes", "768").returncode == 0
+    (tmp_path / "sub").mkdir()
+    assert run("create", "v1.5", "--out", str(tmp_path / "sub" / "v1.5.safetensors"), "--sizes", "768").returncode == 0
+    spec = {"mix": [{"network": "style", "weight": 2},
+                    {"sequence": ["v1.5", {"network": "face", "strength": 0.5}], "weight": 1}], "strength": 0.8}
+    write_set_file(tmp_path / "combo.hnset.json", spec)
+
+    done = run("inspect", str(tmp_path / "combo.hnset.json"), "--json")
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["kind"] == "set" and report["name"] == "combo" and report["mode"] == "mix"
+    assert report["strength"] == 0.8 and report["all_members_present"] is False
+    assert report["members"] == [
+        {"name": "style", "present": True, "path": str(tmp_path / "style.pt")},
+        {"name": "v1.5", "present": True, "path": str(tmp_path / "sub" / "v1.5.safetensors")},
+        {"name": "face", "present": False, "path": None}]
+    assert report["set"]["mix"][1]["sequence"][1] == {"network": "face", "strength": 0.5}
+
+    text = run("inspect", str(tmp_path / "combo.hnset.json")).stdout
+    assert "mix of 2 at strength 0.8" in text and "style  weight 2" in text and "face  strength 0.5" in text
+    assert f"face (missing from {tmp_path})" in text
+
+    (tmp_path / "old.hns").write_text("['style', ('v1.5', 0.5)]")  # the old extension's sets
+    text = run("inspect", str(tmp_path / "old.hns")).stdout
+    assert "sequence of 2" in text and "all present" in text, text

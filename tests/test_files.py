@@ -288,3 +288,33 @@ def test_loading_ignores_a_host_that_replaced_torch_load(tmp_path, make_network,
         load(broken)
     good = save(make_network(), tmp_path / "good.pt")
     assert load(good).config == make_network().config
+
+
+@pytest.fixture
+def umask():
+    """Sets the process umask for one test and puts the previous one back."""
+    previous = os.umask(0o022)
+    yield os.umask
+    os.umask(previous)
+
+
+@pytest.mark.parametrize("mask, expected", [(0o022, 0o644), (0o027, 0o640), (0o002, 0o664)],
+                         ids=["umask 022", "umask 027", "umask 002"])
+def test_new_files_get_the_mode_a_normal_write_gives(tmp_path, make_network, umask, mask, expected):
+    """Another user, a container or a web server must be able to read what we write, as the umask allows."""
+    umask(mask)
+    network = save(make_network(seed=1), tmp_path / "n.pt")
+    sidecar = files.save_optimizer_state(network, "AdamW", {"state": {}, "param_groups": []})
+    safetensors = save(make_network(seed=1), tmp_path / "n.safetensors")
+    for path in (network, sidecar, safetensors):
+        assert oct(path.stat().st_mode & 0o777) == oct(expected), path.name
+
+
+def test_replacing_a_file_keeps_its_mode(tmp_path, make_network, umask):
+    path = save(make_network(seed=1), tmp_path / "n.pt")
+    path.chmod(0o640)  # the user chose who may read it
+    save(make_network(seed=2), path)
+    assert oct(path.stat().st_mode & 0o777) == oct(0o640)
+    path.chmod(0o666)
+    save(make_network(seed=3), path)
+    assert oct(path.stat().st_mode & 0o777) == oct(0o666)

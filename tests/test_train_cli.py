@@ -119,3 +119,36 @@ def test_demo_creates_trains_and_previews(tmp_path, capsys):
     assert (logs / "loss_chart.png").stat().st_size > 1000
     assert len(list((logs / "images").glob("*.png"))) == 3
     assert (logs / "hypernetwork_loss.csv").read_text().count("\n") == 7
+
+
+@pytest.mark.parametrize("set_file, text", [
+    ("combo.hnset.json", '{"format": "hypernetwork-set", "version": 1, "mix": [{"network": "a", "weight": 2}, "b"]}'),
+    ("combo.hns", "{'a': 2, 'b': 1}"),  # the old extension's sets
+], ids=["hnset.json", "hns"])
+def test_training_a_set_is_refused_before_any_model_loads(tmp_path, capsys, monkeypatch, set_file, text):
+    from hypernetwork_ext import train_cli
+    make_images(tmp_path / "data", 2, sizes=((64, 64),))
+    make_network(tmp_path / "a.pt")
+    (tmp_path / set_file).write_text(text)
+    monkeypatch.setattr(train_cli, "load_adapter", lambda *a, **k: pytest.fail("the model was loaded"))
+    for flag in ("--hypernetwork", "--resume"):
+        before = (tmp_path / set_file).read_bytes()
+        args = ["train", "--hypernetwork", str(tmp_path / (set_file if flag == "--hypernetwork" else "a.pt")),
+                "--data", str(tmp_path / "data")]
+        assert main(args + (["--resume", str(tmp_path / set_file)] if flag == "--resume" else [])) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0] == (f"error: {tmp_path / set_file} is a set of hypernetworks; sets apply, they "
+                                            f"do not train: train one of its members (a, b) instead"), err
+        assert (tmp_path / set_file).read_bytes() == before
+
+
+def test_the_engine_refuses_a_set_too(tmp_path):
+    """The WebUI's Train tab and its HTTP route list sets beside networks; they train through the engine."""
+    from hypernetwork_ext import ConfigError
+    from hypernetwork_ext.stack import write_set_file
+    from hypernetwork_ext.training import train
+    from training_helpers import tiny_adapter
+    write_set_file(tmp_path / "combo.hnset.json", {"sequence": ["a"]})
+    with pytest.raises(ConfigError, match="is a set of hypernetworks; sets apply, they do not train: train one of "
+                                          r"its members \(a\) instead"):
+        train(tiny_adapter(), tmp_path / "combo.hnset.json", TrainingSettings(data_dir=str(tmp_path)))

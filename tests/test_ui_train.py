@@ -99,3 +99,21 @@ def test_the_app_offers_the_preview_samplers_and_checks_inputs_before_loading_th
     training = StandaloneTraining(tmp_path / "hypernetworks", "tiny")
     with pytest.raises(ConfigError, match="does not exist or is not a folder"):
         list(training.start("style", TrainingSettings(data_dir=str(tmp_path / "nowhere"))))
+
+
+def test_the_app_lists_each_network_by_its_whole_name_and_finds_it(tmp_path):
+    """Dots and brackets are part of a name; two files with one name are both listed, by file name."""
+    from hypernetwork_ext import files
+    from hypernetwork_ext.stack import write_set_file
+    from hypernetwork_ext.ui.generate_tab import find_network, list_networks
+    from training_helpers import make_network
+    file_names = ["v1.5-style.pt", "a.b.pt", "a.c.safetensors", "style[v2].pt", "x.pt", "x.safetensors"]
+    for index, file_name in enumerate(file_names):
+        make_network(tmp_path / file_name, seed=index)
+    files.save_optimizer_state(tmp_path / "a.b.pt", "AdamW", {"state": {}, "param_groups": []})
+    write_set_file(tmp_path / "combo.hnset.json", {"sequence": ["a.b"]})  # applies, but the app trains and previews networks
+    assert sorted(list_networks(tmp_path)) == ["a.b", "a.c", "style[v2]", "v1.5-style", "x.pt", "x.safetensors"]
+    for name, file_name in [("v1.5-style", "v1.5-style.pt"), ("a.b", "a.b.pt"), ("a.c", "a.c.safetensors"),
+                            ("style[v2]", "style[v2].pt"), ("x.pt", "x.pt"), ("x.safetensors", "x.safetensors")]:
+        assert find_network(tmp_path, name) == tmp_path / file_name
+    assert find_network(tmp_path, "x") is None and find_network(tmp_path, "combo") is None

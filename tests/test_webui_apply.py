@@ -213,3 +213,19 @@ def test_settings_switch_the_fast_path(webui_env):
         opts.set("hypernetwork_ext_fast_apply", True)
         fast, _ = modules["hypernetwork"].apply_hypernetworks(modules["shared"].loaded_hypernetworks, context)
     assert torch.allclose(slow, fast, atol=1e-6)
+
+
+def test_two_files_with_one_name_are_reported_with_the_one_that_is_used(webui_env, capsys):
+    modules, folder, _ = webui_env
+    _network(folder, "x")
+    files.convert(folder / "x.pt", folder / "x.safetensors")
+    write_set_file(folder / "y.hnset.json", {"sequence": ["x"]})
+    _network(folder, "y")
+    _network(folder, "v1.5-style[v2]")
+    webui.load_extension()
+    listing = modules["shared"].hypernetworks
+    assert sorted(listing) == ["v1.5-style[v2]", "x", "y"]  # keyed by file stem, as prompt tags name them
+    assert listing["x"] == str(folder / "x.safetensors") and listing["y"] == str(folder / "y.pt")
+    err = capsys.readouterr().err
+    assert f"'x' names {folder / 'x.pt'} and {folder / 'x.safetensors'}; <hypernet:x> uses {folder / 'x.safetensors'}" in err
+    assert f"<hypernet:y> uses {folder / 'y.pt'}" in err

@@ -276,3 +276,25 @@ def test_the_preview_sampler_is_one_of_the_webuis(webui_training, monkeypatch):
                                           "DPM\\+\\+ 2M, Euler a, Euler"):
         modules["hypernetwork"].train_hypernetwork(**arguments)
     assert files.load(folder / "style.pt").step == 0
+
+
+def test_train_gamma_lists_only_networks_and_the_webui_refuses_to_train_a_set(webui_training):
+    gr = pytest.importorskip("gradio")
+    from hypernetwork_ext import ConfigError
+    from hypernetwork_ext.stack import write_set_file
+    modules, folder, tmp_path = webui_training
+    write_set_file(folder / "combo.hnset.json", {"sequence": ["style"]})
+    webui.load_extension()
+    assert "combo" in modules["shared"].hypernetworks  # sets are applied from prompts, so the WebUI lists them
+    callbacks = modules["callbacks"]
+    with gr.Blocks() as blocks:
+        with gr.Tabs(elem_id="train_tabs"):
+            callbacks.ui_train_tabs_callback(callbacks.UiTrainTabParams([]))
+    dropdown = next(c for c in blocks.get_config_file()["components"]
+                    if c.get("props", {}).get("elem_id") == "hnext_train_hypernetwork")
+    choices = [choice[0] if isinstance(choice, (list, tuple)) else choice for choice in dropdown["props"]["choices"]]
+    assert choices == ["style"]
+    before = (folder / "combo.hnset.json").read_bytes()
+    with pytest.raises(ConfigError, match=r"combo.hnset.json is a set of hypernetworks; sets apply, they do not train"):
+        modules["hypernetwork"].train_hypernetwork(**_arguments(tmp_path, name="combo"))  # the WebUI's own Train tab
+    assert (folder / "combo.hnset.json").read_bytes() == before

@@ -32,10 +32,10 @@ from PIL import Image
 
 from .. import files
 from ..applier import FastApplier
-from ..errors import ConfigError, HypernetworkError
+from ..errors import ConfigError, HypernetworkError, HypernetworkFileError
 from ..network import Hypernetwork
 from ..adapters.sampling import SAMPLERS
-from ..stack import Applied
+from ..stack import Applied, is_set_file, member_names, read_set_file
 from .dataset import TrainingDataset, encode_latents, open_latent_cache, read_template, scan_folder
 from .distributed import SingleProcess
 from .optimizers import build_optimizer
@@ -112,6 +112,7 @@ def prepare(hypernetwork_path: str | Path, settings: TrainingSettings, *, resume
     """Everything ``train`` checks that needs no model: the file, the settings, the template and the
     dataset folder. ``preview_samplers``: the names the model's preview takes (None: any); the default is
     the standalone adapters' list. A host calls this before loading its model and hands the result to ``train``."""
+    refuse_sets(hypernetwork_path, resume_from)
     source = Path(resume_from or hypernetwork_path)
     network = files.load(source)
     if network.step >= settings.max_steps:
@@ -147,6 +148,20 @@ def check_widths(network: Hypernetwork, model_widths: tuple[int, ...], model: st
                                           f"{', '.join(map(str, model_widths))}); create one that fits with "
                                           f"`python -m hypernetwork_ext create {network.name} --out "
                                           f"{network.name}-fit.pt {fit}`")
+
+
+def refuse_sets(*paths: str | Path | None) -> None:
+    """A set file (``.hnset.json``, or the old ``.hns``) only says how to apply other networks: there is
+    nothing in it to train, and writing the result over it would lose the set. Checked before anything loads."""
+    for path in filter(None, paths):
+        if not is_set_file(path):
+            continue
+        try:
+            members = f" ({', '.join(member_names(read_set_file(path)))})"
+        except HypernetworkFileError:  # a broken set is refused all the same
+            members = ""
+        raise ConfigError("hypernetwork", f"{path} is a set of hypernetworks; sets apply, they do not train: "
+                                          f"train one of its members{members} instead")
 
 
 def train(adapter, hypernetwork_path: str | Path, settings: TrainingSettings, *, output_path: str | Path | None = None,

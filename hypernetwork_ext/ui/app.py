@@ -87,7 +87,7 @@ def build_app(folder: str | Path, model: str = "tiny", model_config: str | None 
         with gr.Tab("Create Beta hypernetwork"):
             create_tab.build(gr, lambda: str(folder), sizes=_attention_widths(model))
         def names():
-            return sorted({p.name.split(".")[0] for p in folder.iterdir() if p.suffix in generate_tab.NETWORK_SUFFIXES})
+            return sorted(generate_tab.list_networks(folder))
 
         with gr.Tab("Train_Gamma"):
             training = StandaloneTraining(folder, model, model_config)

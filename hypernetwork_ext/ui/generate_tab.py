@@ -14,12 +14,17 @@ from ..errors import HypernetworkError
 from ..stack import Applied
 
 
-NETWORK_SUFFIXES = (".pt", ".safetensors")
+def list_networks(folder: str | Path) -> dict[str, Path]:
+    """The app's list: each ``.pt`` / ``.safetensors`` file in ``folder`` by its name (dots and brackets
+    included); when two files share a name (``x.pt`` and ``x.safetensors``) both are listed, by file name.
+    Sets are left out: the app trains and previews single networks."""
+    return {(name if len(paths) == 1 else path.name): path
+            for name, paths in files.network_files(folder).items() for path in paths}
 
 
 def find_network(folder: str | Path, name: str) -> Path | None:
-    """The ``.pt`` or ``.safetensors`` file called ``name`` in ``folder``, if there is one."""
-    return next((p for p in sorted(Path(folder).glob(f"{name}.*")) if p.suffix in NETWORK_SUFFIXES), None)
+    """The file listed as ``name`` in ``folder``, if there is one."""
+    return list_networks(folder).get(name)
 
 
 def make_generate(folder: Path, adapter: Callable[[], object]):
