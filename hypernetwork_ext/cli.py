@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import textwrap
 from pathlib import Path
 
 from . import files
@@ -21,7 +22,24 @@ class UserError(Exception):
     pass
 
 
+class _Help(argparse.HelpFormatter):
+    """Each option's default after its help (unless the help says it already); lines never broken inside a flag."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if not action.option_strings or "default" in text or action.default in (None, False, "", argparse.SUPPRESS):
+            return text
+        return f"{text} (default: {action.default})"
+
+    def _split_lines(self, text, width):
+        return textwrap.wrap(" ".join(text.split()), width, break_on_hyphens=False)
+
+
 class _Parser(argparse.ArgumentParser):
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", _Help)
+        super().__init__(*args, **kwargs)
+
     def error(self, message):  # argparse prints usage plus a line; we promise exactly one line
         raise UserError(message)
 
@@ -172,42 +190,49 @@ def build_parser() -> argparse.ArgumentParser:
 
     create = commands.add_parser("create", help="create a new hypernetwork file")
     create.add_argument("name", help="hypernetwork name (any language; no path separators)")
-    create.add_argument("--out", required=True, help="file to write: .pt (WebUI) or .safetensors")
-    create.add_argument("--sizes", default=None, help="attention widths to modify (default: "
-                        f"{','.join(map(str, DEFAULT_SIZES))}, SD 1.x and 2.x)")
-    create.add_argument("--model", default=None, help="take the sizes from this model: tiny (the built-in demonstration "
-                        "model), a diffusers folder or a .safetensors/.ckpt checkpoint (its weights are not loaded)")
-    create.add_argument("--layers", default="1, 2, 1", help='layer structure, e.g. "1, 2, 1" (first and last 1)')
-    create.add_argument("--activation", default="linear", help="one of: " + ", ".join(activation_names()))
-    create.add_argument("--init", default="Normal", help="weight initialisation: " + ", ".join(INIT_MODES))
-    create.add_argument("--std", default="0.01", help="standard deviation for Normal init (default 0.01)")
+    create.add_argument("--out", required=True, metavar="PATH", help="file to write: .pt (WebUI) or .safetensors")
+    create.add_argument("--sizes", default=None, metavar="WIDTHS",
+                        help="comma-separated attention widths that get modules (default: "
+                             f"{','.join(map(str, DEFAULT_SIZES))}, every width of SD 1.x and 2.x)")
+    create.add_argument("--model", default=None, metavar="MODEL",
+                        help="take the sizes from this model: tiny (the built-in demonstration model), a diffusers "
+                             "folder or a .safetensors/.ckpt checkpoint (its weights are not loaded)")
+    create.add_argument("--layers", default="1, 2, 1", metavar="LIST",
+                        help='layer structure: width multipliers, first and last 1, e.g. "1, 2, 1"')
+    create.add_argument("--activation", default="linear", metavar="NAME",
+                        help="activation between layers, one of: " + ", ".join(activation_names()))
+    create.add_argument("--init", default="Normal", metavar="NAME", help="weight initialisation, one of: " + ", ".join(INIT_MODES))
+    create.add_argument("--std", default="0.01", metavar="X", help="standard deviation of the Normal initialisation")
     create.add_argument("--layer-norm", action="store_true", help="add layer normalisation after each layer")
     create.add_argument("--activate-output", action="store_true", help="apply the activation after the last layer too")
-    create.add_argument("--dropout", default="", help='dropout rate per layer-structure entry, e.g. "0, 0.3, 0"')
+    create.add_argument("--dropout", default="", metavar="LIST",
+                        help='dropout rate per layer-structure entry, e.g. "0, 0.3, 0" (default: no dropout)')
     create.add_argument("--residual", action="store_true", help="residual (skip-connection) blocks; the plain WebUI cannot load these")
     create.add_argument("--residual-shortcut", default="interpolate", choices=["interpolate", "linear"],
                         help="residual only: how a block changes width on its shortcut")
-    create.add_argument("--seed", type=int, default=None, help="seed for a reproducible initialisation")
-    create.add_argument("--info", default=None, help="free text stored in the file")
+    create.add_argument("--seed", type=int, default=None, metavar="N",
+                        help="seed for a reproducible initialisation (default: a different one each time)")
+    create.add_argument("--info", default=None, metavar="TEXT", help="free text stored in the file (default: none)")
     create.add_argument("--overwrite", action="store_true", help="replace an existing file")
     create.set_defaults(run=_create)
 
     inspect_ = commands.add_parser("inspect", help="show what a hypernetwork or set file holds")
-    inspect_.add_argument("path")
-    inspect_.add_argument("--json", action="store_true", help="print one JSON object")
+    inspect_.add_argument("path", help="a .pt or .safetensors hypernetwork file, or a .hnset.json / .hns set")
+    inspect_.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     inspect_.set_defaults(run=_inspect)
 
     convert = commands.add_parser("convert", help="convert between .pt and .safetensors")
-    convert.add_argument("source")
-    convert.add_argument("destination")
+    convert.add_argument("source", help="the hypernetwork file to read (.pt or .safetensors)")
+    convert.add_argument("destination", help="the file to write; its suffix (.pt or .safetensors) picks the format")
     convert.add_argument("--overwrite", action="store_true", help="replace an existing destination")
     convert.set_defaults(run=_convert)
 
     merge_ = commands.add_parser("merge", help="weight-space merge of hypernetworks with the same structure")
-    merge_.add_argument("--out", required=True, help="file to write (.pt or .safetensors)")
-    merge_.add_argument("--name", default=None, help="name stored in the merged file (default: from --out)")
+    merge_.add_argument("--out", required=True, metavar="PATH", help="file to write (.pt or .safetensors)")
+    merge_.add_argument("--name", default=None, help="name stored in the merged file (default: the name of --out)")
     merge_.add_argument("--overwrite", action="store_true", help="replace an existing file")
-    merge_.add_argument("inputs", nargs="+", metavar="PATH:WEIGHT", help="e.g. a.pt:0.5 b.pt:0.5")
+    merge_.add_argument("inputs", nargs="+", metavar="PATH:WEIGHT",
+                        help="the files to merge with their weights, e.g. a.pt:0.5 b.pt:0.5 (no weight: equal shares)")
     merge_.set_defaults(run=_merge)
 
     from .train_cli import add_commands
@@ -220,11 +245,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
-        args.run(args)
+        return args.run(args) or 0  # a command may return its own exit status (train: 130 when interrupted)
     except (UserError, HypernetworkError) as error:
         print(f"error: {error}".replace("\n", " "), file=sys.stderr)
-        return 2
+        return 130 if isinstance(error.__cause__, KeyboardInterrupt) else 2
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
-    return 0

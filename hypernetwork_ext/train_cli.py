@@ -7,8 +7,13 @@ Every training option is a flag, generated from ``TrainingSettings`` itself so t
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
+import os
+import signal
 import sys
+import threading
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -20,11 +25,13 @@ from .config import HypernetworkConfig
 from .errors import ConfigError
 from .training import Callbacks, ModelInfo, TrainingSettings, prepare, train
 from .training.engine import check_widths
-from .training.settings import CosineSettings, PreviewSettings, coerce_to_kind
+from .training.settings import GROUPS, SETTINGS_INFO, CosineSettings, PreviewSettings, SettingInfo, coerce_to_kind
 
 # the interface's short names for some settings; every other setting is --its-name-with-dashes
 ALIASES = {"data_dir": "data", "max_steps": "steps", "learn_rate": "lr"}
 NESTED = {"preview": PreviewSettings, "cosine": CosineSettings}
+METAVARS = {"data_dir": "DIR", "log_dir": "DIR", "latent_cache_dir": "DIR", "template": "TEXT_OR_FILE",
+            "learn_rate": "SCHEDULE", "clip_value": "SCHEDULE", "optimizer": "NAME"}
 DEMO_NOTICE = ("This is a DEMONSTRATION model: a tiny Stable-Diffusion-shaped network with random weights, built "
                "in code. Its previews are abstract; train on your own checkpoint (--model) for real images.")
 
@@ -36,24 +43,56 @@ def flag_for(dest: str) -> str:
     return "--" + ALIASES.get(dest, dest).replace("_", "-").replace(".", "-")
 
 
-def _add_field(parser, dest: str, flag: str, default, help_text: str) -> None:
+def off_flag_for(dest: str) -> str:
+    """The flag that switches an on/off setting off: ``--no-flip``; for ``no_crop``, ``--crop``."""
+    flag = flag_for(dest)
+    return "--" + flag[len("--no-"):] if flag.startswith("--no-") else "--no-" + flag[2:]
+
+
+class _Switch(argparse.Action):
+    """Two flags for one on/off setting, e.g. ``--flip`` and ``--no-flip``."""
+
+    def __init__(self, option_strings, dest, off_flag, **kwargs):
+        super().__init__(option_strings, dest, nargs=0, **kwargs)
+        self.off_flag = off_flag
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        setattr(namespace, self.dest, option_string != self.off_flag)
+
+    def format_usage(self) -> str:
+        return " | ".join(self.option_strings)
+
+
+def setting_help(spec: SettingInfo) -> str:
+    """The tab's label and note, the values it takes, and its default (as the flag in effect, for a switch)."""
+    text = f"{spec.label}. {spec.info}" if spec.info else spec.label
+    if spec.options():
+        text += f" One of: {', '.join(spec.options())}."
+    default = spec.default()
     if isinstance(default, bool):
-        parser.add_argument(flag, dest=dest, action=argparse.BooleanOptionalAction, default=None, help=help_text)
+        shown = flag_for(spec.key) if default else off_flag_for(spec.key)
     else:
-        parser.add_argument(flag, dest=dest, default=None, metavar=type(default).__name__.upper(),
-                            help=f"{help_text} (default {default!r})")
+        shown = default if default != "" else "empty"
+    return f"{text} (default: {shown})".replace("%", "%%")  # argparse formats help with %
 
 
 def add_settings_flags(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("training settings (default: from --settings, else the built-in default)")
-    for field in dataclasses.fields(TrainingSettings):
-        if field.name in NESTED:
-            for inner in dataclasses.fields(NESTED[field.name]):
-                dest = f"{field.name}.{inner.name}"
-                _add_field(group, dest, flag_for(dest), inner.default, f"{field.name} {inner.name.replace('_', ' ')}")
+    groups = {name: parser.add_argument_group(name) for name in GROUPS}
+    groups[GROUPS[0]].description = ("Every training setting, grouped as in Train_Gamma. A flag given here wins "
+                                     "over --settings, which wins over the defaults shown.")
+    for spec in SETTINGS_INFO:
+        group, default = groups[spec.group], spec.default()
+        if isinstance(default, bool):
+            off = off_flag_for(spec.key)
+            group.add_argument(flag_for(spec.key), off, dest=spec.key, action=_Switch, off_flag=off, default=None,
+                               help=setting_help(spec))
+            continue
+        if spec.choices:
+            metavar = "{" + ",".join(spec.choices) + "}"
         else:
-            default = field.default if field.default is not dataclasses.MISSING else field.default_factory()
-            _add_field(group, field.name, flag_for(field.name), default, field.name.replace("_", " "))
+            metavar = METAVARS.get(spec.key, "N" if isinstance(default, int) else
+                                   "NUMBER" if isinstance(default, float) else "TEXT")
+        group.add_argument(flag_for(spec.key), dest=spec.key, default=None, metavar=metavar, help=setting_help(spec))
 
 
 def settings_from_args(args: argparse.Namespace, base: TrainingSettings) -> TrainingSettings:
@@ -219,26 +258,98 @@ def _prepared(parts: dict, device) -> dict:
     return parts
 
 
-def run_training(args) -> None:
-    base = TrainingSettings.load(args.settings) if args.settings else TrainingSettings()
-    settings = settings_from_args(args.settings_flags, base)
-    if not Path(args.hypernetwork).is_file():
-        raise ConfigError("hypernetwork", f"--hypernetwork {args.hypernetwork!r} does not exist; create one with "
-                                          f"`python -m hypernetwork_ext create NAME --out PATH --model {args.model}`")
-    check_model_config(args.model, args.model_config)
-    prepared = prepare(args.hypernetwork, settings, resume_from=args.resume)  # every input checked before the model loads
-    check_widths(prepared.network, model_attention_widths(args.model), args.model)
-    model_info = model_info_of(args.model)
-    from .training.distributed import from_environment
-    distributed, device = from_environment(args.device)  # several processes under accelerate launch / torchrun
-    adapter, demonstration = load_adapter(args.model, str(device) if device is not None else args.device,
-                                          args.model_config)
-    if demonstration and distributed.is_main:
-        print(DEMO_NOTICE)
-    result, chart = _train_with_progress(adapter, args.hypernetwork, settings, resume=args.resume, out=args.out,
-                                         distributed=distributed, prepared=prepared, model_info=model_info)
+INTERRUPTED = 130  # the exit status of a run stopped by Ctrl+C (128 + SIGINT), as shells report it
+
+
+def add_verbose_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--verbose", action="store_true",
+                        help="also show what other libraries print and warn (ldm's model summary, deprecation "
+                             "warnings); without it only this program's own lines appear")
+
+
+@contextlib.contextmanager
+def library_warnings(verbose: bool):
+    """Unless ``verbose``, other libraries' warnings (setuptools' and lightning's deprecations, torch's notes)
+    are not shown while the command runs; this program reports its own problems as messages, not warnings."""
+    with warnings.catch_warnings():
+        if not verbose:
+            warnings.simplefilter("ignore")
+        yield
+
+
+@contextlib.contextmanager
+def library_output(verbose: bool):
+    """Unless ``verbose``, whatever the code inside writes to stdout and stderr goes nowhere, down to the file
+    descriptors: for loading a model, where ldm prints its model summary and libraries print from C code.
+    Errors still come out as exceptions."""
+    if verbose:
+        yield
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    kept = {fd: os.dup(fd) for fd in (1, 2)}
+    try:
+        with open(os.devnull, "w") as nowhere:
+            for fd in kept:
+                os.dup2(nowhere.fileno(), fd)
+            try:
+                yield
+            finally:
+                sys.stdout.flush()
+                sys.stderr.flush()
+    finally:
+        for fd, copy in kept.items():
+            os.dup2(copy, fd)
+            os.close(copy)
+
+
+@contextlib.contextmanager
+def ctrl_c_stops_training():
+    """Yields ``should_stop`` for the engine: the first Ctrl+C stops training after the current step and saves
+    the result, as the tabs' Interrupt does; a second one stops at once (the engine then keeps the last good
+    weights in the log folder and writes no result)."""
+    pressed = []
+
+    def on_ctrl_c(signum, frame):
+        if pressed:
+            raise KeyboardInterrupt
+        pressed.append(True)
+        # straight to the file descriptor: the handler may run while print() is inside the same buffer
+        os.write(1, b"\nCtrl+C: stopping after this step and saving the result (Ctrl+C again stops at once)\n")
+
+    if threading.current_thread() is not threading.main_thread():  # only the main thread receives signals
+        yield lambda: False
+        return
+    previous = signal.signal(signal.SIGINT, on_ctrl_c)
+    try:
+        yield lambda: bool(pressed)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def run_training(args) -> int:
+    with library_warnings(args.verbose):
+        base = TrainingSettings.load(args.settings) if args.settings else TrainingSettings()
+        settings = settings_from_args(args.settings_flags, base)
+        if not Path(args.hypernetwork).is_file():
+            raise ConfigError("hypernetwork", f"--hypernetwork {args.hypernetwork!r} does not exist; create one with "
+                                              f"`python -m hypernetwork_ext create NAME --out PATH --model {args.model}`")
+        check_model_config(args.model, args.model_config)
+        prepared = prepare(args.hypernetwork, settings, resume_from=args.resume)  # every input checked before the model loads
+        check_widths(prepared.network, model_attention_widths(args.model), args.model)
+        model_info = model_info_of(args.model)
+        from .training.distributed import from_environment
+        distributed, device = from_environment(args.device)  # several processes under accelerate launch / torchrun
+        with library_output(args.verbose):
+            adapter, demonstration = load_adapter(args.model, str(device) if device is not None else args.device,
+                                                  args.model_config)
+        if demonstration and distributed.is_main:
+            print(DEMO_NOTICE)
+        result, chart = _train_with_progress(adapter, args.hypernetwork, settings, resume=args.resume, out=args.out,
+                                             distributed=distributed, prepared=prepared, model_info=model_info)
     if distributed.is_main:
         _print_result(result, chart)
+    return INTERRUPTED if result.interrupted else 0
 
 
 def _train_with_progress(adapter, hypernetwork, settings, resume=None, out=None, log_dir=None, distributed=None,
@@ -246,20 +357,36 @@ def _train_with_progress(adapter, hypernetwork, settings, resume=None, out=None,
     from tqdm import tqdm
 
     main = distributed is None or distributed.is_main
-    bar = tqdm(total=settings.max_steps, unit="step", dynamic_ncols=True, file=sys.stdout, disable=not main)
+    bar = None  # drawn from the first step on, so an error before training has no empty bar above it
     last_loss = []
 
+    def say(text):
+        if bar is not None:
+            bar.write(text)
+        elif main:
+            print(text, flush=True)
+
     def progress(step, total):
+        nonlocal bar
+        if bar is None:
+            bar = tqdm(total=total, unit="step", dynamic_ncols=True, file=sys.stdout, disable=not main)
         bar.n = step
         bar.set_postfix(loss=f"{last_loss[-1]:.4f}" if last_loss else "-")
         bar.refresh()
 
-    callbacks = Callbacks(status=bar.write, progress=progress, loss=lambda point: last_loss.append(point.loss))
-    try:
-        result = train(adapter, hypernetwork, settings, output_path=out, resume_from=resume, callbacks=callbacks,
-                       log_dir=log_dir, distributed=distributed, prepared=prepared, model_info=model_info)
-    finally:
-        bar.close()
+    with ctrl_c_stops_training() as should_stop:
+        callbacks = Callbacks(status=say, progress=progress, loss=lambda point: last_loss.append(point.loss),
+                              should_stop=should_stop)
+        try:
+            result = train(adapter, hypernetwork, settings, output_path=out, resume_from=resume, callbacks=callbacks,
+                           log_dir=log_dir, distributed=distributed, prepared=prepared, model_info=model_info)
+        except BaseException:
+            if bar is not None:
+                bar.leave = False  # the error line then stands alone, not under a half-finished bar
+            raise
+        finally:
+            if bar is not None:
+                bar.close()
     if not main:
         return result, None
     from .training.chart import save_chart
@@ -310,7 +437,7 @@ def make_sample_dataset(folder: Path, count: int = 12) -> Path:
     return folder
 
 
-def run_demo(args) -> None:
+def run_demo(args) -> int:
     from .models.tiny import TINY_ATTENTION_WIDTHS
     from .network import Hypernetwork
 
@@ -327,16 +454,19 @@ def run_demo(args) -> None:
                                 save_every=max(1, args.steps // 3), preview_every=max(1, args.steps // 3),
                                 shuffle_tags=True, preview=PreviewSettings(prompt="red circle, white background",
                                                                           steps=20, seed=7, width=64, height=64))
-    adapter, _ = load_adapter("tiny", args.device)
-    result, chart = _train_with_progress(adapter, network_path, settings, log_dir=out / "logs" / "demo",
-                                         model_info=model_info_of("tiny"))
+    with library_warnings(args.verbose):
+        with library_output(args.verbose):
+            adapter, _ = load_adapter("tiny", args.device)
+        result, chart = _train_with_progress(adapter, network_path, settings, log_dir=out / "logs" / "demo",
+                                             model_info=model_info_of("tiny"))
     _print_result(result, chart)
     print("Next: inspect it with `python -m hypernetwork_ext inspect " + str(network_path) + "`")
+    return INTERRUPTED if result.interrupted else 0
 
 
 def add_commands(commands) -> None:
     train_parser = commands.add_parser("train", help="train a hypernetwork (the same engine as Train_Gamma)")
-    train_parser.add_argument("--hypernetwork", required=True, help="the .pt or .safetensors file to train")
+    train_parser.add_argument("--hypernetwork", required=True, metavar="PATH", help="the .pt or .safetensors file to train")
     train_parser.add_argument("--model", default="tiny",
                               help="tiny (built-in demonstration model), a diffusers folder, or a .safetensors/.ckpt checkpoint")
     train_parser.add_argument("--model-config", default=None, metavar="DIR",
@@ -344,20 +474,23 @@ def add_commands(commands) -> None:
                                    "tokenizer (no weights needed), so it loads offline")
     train_parser.add_argument("--resume", default=None, metavar="SAVED_COPY", help="continue from a saved copy in the log folder")
     train_parser.add_argument("--settings", default=None, metavar="JSON", help="training settings saved by Train_Gamma or a previous run")
-    train_parser.add_argument("--out", default=None, help="where to write the result (default: back to --hypernetwork)")
-    train_parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    train_parser.add_argument("--out", default=None, metavar="PATH",
+                              help="where to write the result (default: back to --hypernetwork)")
+    train_parser.add_argument("--device", default="auto", help="auto (a CUDA GPU when there is one), cpu, cuda, cuda:1, ...")
+    add_verbose_flag(train_parser)
     add_settings_flags(train_parser)
     train_parser.set_defaults(run=_split_and_run)
 
     demo = commands.add_parser("demo", help="create, train and preview on the built-in demonstration model")
-    demo.add_argument("--out", default="hypernetwork_demo", help="folder for everything the demo writes")
-    demo.add_argument("--steps", type=int, default=150, help="training steps (default 150)")
-    demo.add_argument("--device", default="auto")
+    demo.add_argument("--out", default="hypernetwork_demo", metavar="DIR", help="folder for everything the demo writes")
+    demo.add_argument("--steps", type=int, default=150, metavar="N", help="how many steps to train")
+    demo.add_argument("--device", default="auto", help="auto (a CUDA GPU when there is one), cpu, cuda, cuda:1, ...")
+    add_verbose_flag(demo)
     demo.set_defaults(run=run_demo)
 
     app = commands.add_parser("app", help="a local web app (127.0.0.1) with the Create Beta hypernetwork and Train_Gamma tabs")
-    app.add_argument("--port", type=int, default=7870)
-    app.add_argument("--folder", default="hypernetworks", help="where hypernetworks are read and written")
+    app.add_argument("--port", type=int, default=7870, metavar="N", help="the port on 127.0.0.1 to serve on")
+    app.add_argument("--folder", default="hypernetworks", metavar="DIR", help="where hypernetworks are read and written")
     app.add_argument("--model", default="tiny", help="model to train on: tiny, a diffusers folder or a checkpoint")
     app.add_argument("--model-config", default=None, metavar="DIR",
                      help="for a checkpoint --model: a local diffusers model folder with its configs and tokenizer")
@@ -375,10 +508,9 @@ def run_app(args) -> None:
     launch(args.folder, args.port, model=args.model, model_config=args.model_config)
 
 
-def _split_and_run(args) -> None:
-    setting_keys = {f.name for f in dataclasses.fields(TrainingSettings)} | {
-        f"{outer}.{inner.name}" for outer, cls in NESTED.items() for inner in dataclasses.fields(cls)}
+def _split_and_run(args) -> int:
+    setting_keys = {spec.key for spec in SETTINGS_INFO}
     own = {key: value for key, value in vars(args).items() if key not in setting_keys}
     args = argparse.Namespace(**own, settings_flags=argparse.Namespace(
         **{key: value for key, value in vars(args).items() if key in setting_keys}))
-    run_training(args)
+    return run_training(args)

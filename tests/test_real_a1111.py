@@ -283,11 +283,12 @@ def open_page(webui, page):
     page.locator("#tab_txt2img").wait_for()
 
 
-def open_webui_tab(page, *labels: str):
-    """Top-level tab, then sub-tabs, by their exact labels (the Train tab has a "Train" sub-tab too)."""
-    scope = page.locator("#tabs")
-    for label in labels:
-        scope.locator(".tab-nav button").filter(has_text=re.compile(f"^\\s*{re.escape(label)}\\s*$")).first.click()
+def open_webui_tab(page, top: str, sub: str | None = None):
+    """A top-level tab, then one of its own tabs, by exact label (the Train tab has a "Train" tab too)."""
+    exact = lambda label: re.compile(f"^\\s*{re.escape(label)}\\s*$")  # noqa: E731
+    page.locator("#tabs > .tab-nav button").filter(has_text=exact(top)).first.click()
+    if sub:
+        page.locator("#tabs > .tabitem:visible .tab-nav button").filter(has_text=exact(sub)).first.click()
 
 
 def webui_screenshot(page, name: str):

@@ -373,7 +373,9 @@ def train(adapter, hypernetwork_path: str | Path, settings: TrainingSettings, *,
         network.eval().requires_grad_(False)
         if isinstance(error, ConfigError):
             raise
-        if isinstance(error, (TrainingError, KeyboardInterrupt)):
+        if isinstance(error, KeyboardInterrupt):  # stopped at once, not at a step's end as Interrupt does
+            raise TrainingError(f"Interrupted at step {step}; the result was not written{where}") from error
+        if isinstance(error, TrainingError):
             raise TrainingError(f"{error}{where}") from error
         raise TrainingError(f"training failed at step {step + 1}: {type(error).__name__}: {error}{where}") from error
     finally:

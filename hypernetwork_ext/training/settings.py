@@ -199,6 +199,154 @@ class TrainingSettings:
         return replace(self, **changes)
 
 
+# --------------------------------------------------------------------------------------------
+# What each setting means, for people: the Train_Gamma tab's labels, notes and groups, and the help of
+# `python -m hypernetwork_ext train`, both come from this one table.
+# --------------------------------------------------------------------------------------------
+
+BASIC, ADVANCED = "Training", "Advanced options"
+GROUPS = (BASIC, ADVANCED)  # in the order both show them
+
+
+@dataclass(frozen=True)
+class SettingInfo:
+    key: str  # a TrainingSettings field, "preview.x" or "cosine.x"
+    label: str  # short: the tab's label
+    info: str = ""  # a sentence: what it does, what its special values mean
+    group: str = BASIC
+    choices: tuple[str, ...] = ()  # a fixed list of values; the optimizer's list is found at run time
+
+    def options(self) -> tuple[str, ...]:
+        """The values this setting takes, when it takes one of a list."""
+        if self.key == "optimizer":
+            from .optimizers import available_optimizers
+            return tuple(available_optimizers())
+        return self.choices
+
+    def default(self):
+        outer, _, inner = self.key.partition(".")
+        value = getattr(TrainingSettings(), outer)
+        return getattr(value, inner) if inner else value
+
+
+SETTINGS_INFO: tuple[SettingInfo, ...] = (
+    SettingInfo("learn_rate", "Learning rate (schedule: 5e-3:100, 1e-3:1000, 1e-5)",
+                "One rate, or rate:until_step pairs: 5e-3:100, 1e-3:1000, 1e-5 trains at 5e-3 until step 100, "
+                "at 1e-3 until step 1000, then at 1e-5 to the end; the last rate needs no step."),
+    SettingInfo("batch_size", "Batch size", "Images in one forward pass."),
+    SettingInfo("grad_accum", "Gradient accumulation steps",
+                "Forward passes whose gradients are added up before each optimizer step, so one step sees "
+                "batch size x this many images."),
+    SettingInfo("data_dir", "Dataset directory",
+                "The folder of training images; each one's caption is in the .txt file of the same name, or "
+                "its file name."),
+    SettingInfo("log_dir", "Log directory",
+                "Where each run's folder goes (<log directory>/<date>/<name>): saved copies, previews, the "
+                "loss CSV, the settings."),
+    SettingInfo("template", "Prompt template (text with [filewords] / [name], or a .txt file)",
+                "Prompt lines to train with: [filewords] becomes the image's caption and [name] the "
+                "hypernetwork's name; a path to a .txt file of lines picks one line at random per image."),
+    SettingInfo("width", "Width", "Training width in pixels, a multiple of 8."),
+    SettingInfo("height", "Height", "Training height in pixels, a multiple of 8."),
+    SettingInfo("no_crop", "Do not crop: keep aspect ratios (bucketing)",
+                "On: every image keeps its aspect ratio (long side to the training size, grouped in size "
+                "buckets); off: every image is resized to exactly width x height."),
+    SettingInfo("max_steps", "Max steps", "Training stops when the hypernetwork has trained this many steps."),
+    SettingInfo("save_every", "Save a copy of the hypernetwork to the log directory every N steps, 0 to disable",
+                "Each copy has its own optimizer state, so training can resume from it."),
+    SettingInfo("preview_every", "Save an image to the log directory every N steps, 0 to disable",
+                "A preview rendered with the preview settings below."),
+    SettingInfo("preview.prompt", "Preview prompt (empty: the first caption of the batch)",
+                "The prompt of every preview image."),
+    SettingInfo("preview.negative_prompt", "Preview negative prompt", "The negative prompt of the previews."),
+    SettingInfo("preview.sampler", "Preview sampler (empty: the default)",
+                "The sampler that renders previews; empty uses the model's default."),
+    SettingInfo("preview.steps", "Preview sampling steps", "Sampling steps of each preview."),
+    SettingInfo("preview.cfg_scale", "Preview CFG scale", "Classifier-free guidance scale of the previews."),
+    SettingInfo("preview.seed", "Preview seed (-1: random; fixed: comparable previews)",
+                "-1 draws a new seed for each preview; any other value renders every preview from the same "
+                "noise, so they show how training changes the result."),
+    SettingInfo("preview.width", "Preview width", "Preview width in pixels, a multiple of 8."),
+    SettingInfo("preview.height", "Preview height", "Preview height in pixels, a multiple of 8."),
+    SettingInfo("shuffle_tags", "Shuffle tags by ',' when creating prompts",
+                "The comma-separated tags of a caption are put in a random order at each step."),
+    SettingInfo("tag_dropout", "Drop out tags when creating prompts",
+                "The chance (0 to below 1) that each tag of a caption is left out at a step."),
+    SettingInfo("latent_sampling", "Latent sampling method",
+                "once: one sample of each image's latent distribution, drawn when it is encoded; "
+                "deterministic: its mean; random: a new sample at every step.", choices=LATENT_SAMPLING),
+    SettingInfo("use_alpha_weight", "Use PNG alpha channel as loss weight",
+                "Transparent parts of an image count less in the loss, in proportion to their alpha."),
+    SettingInfo("flip", "Random horizontal flip", "Each image is mirrored at random half of the times it is used.",
+                ADVANCED),
+    SettingInfo("repeats", "Repeats per epoch", "How many times each image appears in one epoch.", ADVANCED),
+    SettingInfo("latent_cache", "Keep the latents (auto: on disk when they would fill over a quarter of the memory)",
+                "memory: in memory; disk: in files in the latent cache folder, for datasets too large for "
+                "memory; auto: on disk when they would take over a quarter of the memory. Training is the "
+                "same either way.", ADVANCED, LATENT_CACHES),
+    SettingInfo("latent_cache_dir", "Latent cache folder (empty: inside the log folder)",
+                "Where the latents go when they are kept on disk; removed when training ends.", ADVANCED),
+    SettingInfo("clip_mode", "Gradient clipping",
+                "none: no clipping; value: each gradient entry is limited to the clip value; norm: the "
+                "gradients' total norm is limited to it.", ADVANCED, CLIP_MODES),
+    SettingInfo("clip_value", "Gradient clip value (schedule syntax)",
+                "The clipping limit, one value or a schedule like the learning rate's (0.5:1000, 0.1).", ADVANCED),
+    SettingInfo("clip_norm_type", "Norm type", "The p of the p-norm that norm clipping limits (2: Euclidean).",
+                ADVANCED),
+    SettingInfo("optimizer", "Optimizer",
+                "AdamW, any torch.optim optimizer, or Prodigy / D-Adaptation when their packages are installed.",
+                ADVANCED),
+    SettingInfo("adam_beta1", "AdamW beta1", "AdamW's decay rate of the gradients' running mean.", ADVANCED),
+    SettingInfo("adam_beta2", "AdamW beta2", "AdamW's decay rate of the squared gradients' running mean.",
+                ADVANCED),
+    SettingInfo("adam_epsilon", "AdamW epsilon", "AdamW's small number that keeps its division finite.", ADVANCED),
+    SettingInfo("weight_decay", "Weight decay", "How fast AdamW pulls the weights towards zero.", ADVANCED),
+    SettingInfo("loss", "Loss",
+                "simple: the noise-prediction error; vlb: that error weighted by the variational lower bound; "
+                "full: ldm's full objective (simple, learned variance and vlb).", ADVANCED, LOSSES),
+    SettingInfo("cosine.enabled", "Use cosine annealing with warm restarts",
+                "Instead of the learning-rate schedule: the rate falls along a cosine from the first rate of the "
+                "learning rate to the minimum rate, then starts again.", ADVANCED),
+    SettingInfo("cosine.min_rate", "Minimum learning rate", "Cosine annealing: the rate at the end of each cycle.",
+                ADVANCED),
+    SettingInfo("cosine.cycle_steps", "Steps for cycle", "Cosine annealing: the steps of the first cycle.", ADVANCED),
+    SettingInfo("cosine.cycle_mult", "Cycle length multiplier",
+                "Cosine annealing: each cycle is this many times as long as the one before.", ADVANCED),
+    SettingInfo("cosine.warmup_steps", "Warmup steps per cycle",
+                "Cosine annealing: steps at the start of each cycle in which the rate rises from the minimum.",
+                ADVANCED),
+    SettingInfo("cosine.decay", "Decay of the max rate per cycle (1 = none)",
+                "Cosine annealing: each cycle's highest rate is the one before's times this.", ADVANCED),
+    SettingInfo("cosine.save_at_cycle_end", "Save when a cycle ends",
+                "Cosine annealing: also save a copy at the end of every cycle.", ADVANCED),
+    SettingInfo("cosine.preview_at_cycle_end", "Preview when a cycle ends",
+                "Cosine annealing: also render a preview at the end of every cycle.", ADVANCED),
+    SettingInfo("unload_optimizer_for_preview", "Unload optimizer during previews",
+                "The optimizer's state moves to CPU memory while a preview renders, leaving the GPU memory to "
+                "the sampler.", ADVANCED),
+    SettingInfo("unload_models_when_training", "Move the VAE and text encoder to CPU while training",
+                "Saves GPU memory; captions that change per step are then encoded on the CPU.", ADVANCED),
+    SettingInfo("dataset_seed", "Dataset seed (order, captions, flips)",
+                "Seeds the data order, caption choices and flips; the same seed gives the same batches.",
+                ADVANCED),
+    SettingInfo("seed", "Training seed (noise, timesteps, dropout)",
+                "Seeds the noise, timesteps and dropout of each step; the same seeds give the same training.",
+                ADVANCED),
+    SettingInfo("mixed_precision", "Mixed precision",
+                "On a CUDA GPU: auto: bf16 where the GPU has it, else fp16; no: float32; fp16 or bf16: that "
+                "type. The CPU always trains in float32.", ADVANCED, PRECISIONS),
+    SettingInfo("gradient_checkpointing", "Gradient checkpointing (less memory, slower)",
+                "Recomputes the model's activations in the backward pass instead of keeping them.", ADVANCED),
+    SettingInfo("nan_policy", "When the loss is NaN or infinite",
+                "stop: training stops and keeps the last good weights; skip: that step is skipped (10 in a row "
+                "stop training). Either way such a step never changes the weights.", ADVANCED, NAN_POLICIES),
+    SettingInfo("tensorboard", "Log to TensorBoard (when installed)",
+                "Loss, learning rate and previews go to <run folder>/tensorboard as well.", ADVANCED),
+    SettingInfo("csv_every", "Write the loss CSV every N steps",
+                "How often a line goes to hypernetwork_loss.csv; 0 writes none.", ADVANCED),
+)
+
+
 def coerce_to_kind(value, default, field: str, label: str):
     """A value typed into a form or on the command line, as the kind of the setting's default
     (bool, int, float or text); ``label`` names the input in the message."""

@@ -10,7 +10,6 @@ import dataclasses
 import html
 import inspect
 import io
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -18,78 +17,24 @@ from ..errors import ConfigError, HypernetworkError, HypernetworkFileError
 from ..adapters.sampling import SAMPLERS
 from ..training import Callbacks
 from ..training.chart import render_chart
-from ..training.optimizers import available_optimizers
-from ..training.settings import (CLIP_MODES, LATENT_CACHES, LATENT_SAMPLING, LOSSES, NAN_POLICIES, PRECISIONS,
-                                 TrainingSettings, coerce_to_kind)
+from ..training.settings import GROUPS, SETTINGS_INFO, SettingInfo, TrainingSettings, coerce_to_kind
 from .create_tab import field_message
 
 
-@dataclass(frozen=True)
-class Field:
-    key: str  # a TrainingSettings field, "preview.x" or "cosine.x"
-    label: str
-    kind: str = "text"  # text, number, checkbox, dropdown, radio
-    choices: tuple = ()
-    advanced: bool = False
+# One control per setting, in this order; labels, notes and groups are shared with `train --help`
+FIELDS = SETTINGS_INFO
 
 
-FIELDS: tuple[Field, ...] = (
-    Field("learn_rate", "Learning rate (schedule: 5e-3:100, 1e-3:1000, 1e-5)"),
-    Field("batch_size", "Batch size", "number"),
-    Field("grad_accum", "Gradient accumulation steps", "number"),
-    Field("data_dir", "Dataset directory"),
-    Field("log_dir", "Log directory"),
-    Field("template", "Prompt template (text with [filewords] / [name], or a .txt file)"),
-    Field("width", "Width", "number"),
-    Field("height", "Height", "number"),
-    Field("no_crop", "Do not crop: keep aspect ratios (bucketing)", "checkbox"),
-    Field("max_steps", "Max steps", "number"),
-    Field("save_every", "Save a copy of the hypernetwork to the log directory every N steps, 0 to disable", "number"),
-    Field("preview_every", "Save an image to the log directory every N steps, 0 to disable", "number"),
-    Field("preview.prompt", "Preview prompt (empty: the first caption of the batch)"),
-    Field("preview.negative_prompt", "Preview negative prompt"),
-    Field("preview.sampler", "Preview sampler (empty: the default)", "dropdown"),
-    Field("preview.steps", "Preview sampling steps", "number"),
-    Field("preview.cfg_scale", "Preview CFG scale", "number"),
-    Field("preview.seed", "Preview seed (-1: random; fixed: comparable previews)", "number"),
-    Field("preview.width", "Preview width", "number"),
-    Field("preview.height", "Preview height", "number"),
-    Field("shuffle_tags", "Shuffle tags by ',' when creating prompts", "checkbox"),
-    Field("tag_dropout", "Drop out tags when creating prompts", "number"),
-    Field("latent_sampling", "Latent sampling method", "radio", LATENT_SAMPLING),
-    Field("use_alpha_weight", "Use PNG alpha channel as loss weight", "checkbox"),
-    Field("flip", "Random horizontal flip", "checkbox", advanced=True),
-    Field("repeats", "Repeats per epoch", "number", advanced=True),
-    Field("latent_cache", "Keep the latents (auto: on disk when they would fill over a quarter of the memory)", "radio",
-          LATENT_CACHES, advanced=True),
-    Field("latent_cache_dir", "Latent cache folder (empty: inside the log folder)", advanced=True),
-    Field("clip_mode", "Gradient clipping", "radio", CLIP_MODES, advanced=True),
-    Field("clip_value", "Gradient clip value (schedule syntax)", advanced=True),
-    Field("clip_norm_type", "Norm type", "number", advanced=True),
-    Field("optimizer", "Optimizer", "dropdown", (), advanced=True),
-    Field("adam_beta1", "AdamW beta1", "number", advanced=True),
-    Field("adam_beta2", "AdamW beta2", "number", advanced=True),
-    Field("adam_epsilon", "AdamW epsilon", "number", advanced=True),
-    Field("weight_decay", "Weight decay", "number", advanced=True),
-    Field("loss", "Loss", "radio", LOSSES, advanced=True),
-    Field("cosine.enabled", "Use cosine annealing with warm restarts", "checkbox", advanced=True),
-    Field("cosine.min_rate", "Minimum learning rate", "number", advanced=True),
-    Field("cosine.cycle_steps", "Steps for cycle", "number", advanced=True),
-    Field("cosine.cycle_mult", "Cycle length multiplier", "number", advanced=True),
-    Field("cosine.warmup_steps", "Warmup steps per cycle", "number", advanced=True),
-    Field("cosine.decay", "Decay of the max rate per cycle (1 = none)", "number", advanced=True),
-    Field("cosine.save_at_cycle_end", "Save when a cycle ends", "checkbox", advanced=True),
-    Field("cosine.preview_at_cycle_end", "Preview when a cycle ends", "checkbox", advanced=True),
-    Field("unload_optimizer_for_preview", "Unload optimizer during previews", "checkbox", advanced=True),
-    Field("unload_models_when_training", "Move the VAE and text encoder to CPU while training", "checkbox", advanced=True),
-    Field("dataset_seed", "Dataset seed (order, captions, flips)", "number", advanced=True),
-    Field("seed", "Training seed (noise, timesteps, dropout)", "number", advanced=True),
-    Field("mixed_precision", "Mixed precision", "radio", PRECISIONS, advanced=True),
-    Field("gradient_checkpointing", "Gradient checkpointing (less memory, slower)", "checkbox", advanced=True),
-    Field("nan_policy", "When the loss is NaN or infinite", "radio", NAN_POLICIES, advanced=True),
-    Field("tensorboard", "Log to TensorBoard (when installed)", "checkbox", advanced=True),
-    Field("csv_every", "Write the loss CSV every N steps", "number", advanced=True),
-)
+def control_kind(spec: SettingInfo) -> str:
+    """checkbox, number, radio, dropdown (a list found at run time) or text."""
+    default = spec.default()
+    if isinstance(default, bool):
+        return "checkbox"
+    if spec.key in ("optimizer", "preview.sampler"):
+        return "dropdown"
+    if spec.choices:
+        return "radio"
+    return "number" if isinstance(default, (int, float)) else "text"
 
 
 def default_values(settings: TrainingSettings | None = None) -> list:
@@ -205,37 +150,42 @@ def build(gr, hypernetwork_choices: Callable[[], list[str]], start: Callable[...
     streams it; the app needs ``queue()``). With ``progress_js`` (a page function that supplies a task id,
     as the WebUI's Train tab does), a hidden first input carries the id and the host can report progress
     under it. ``preview_samplers``: the names the host's previews take (the first is the default)."""
-    dropdown_choices = {"optimizer": available_optimizers(), "preview.sampler": list(preview_samplers)}
+    dropdown_choices = {"preview.sampler": list(preview_samplers)}
 
     def eid(name):
         return f"{elem_prefix}_{name.replace('.', '_')}"
 
     components, messages = {}, {}
 
-    def component(spec: Field, value):
-        if spec.kind == "checkbox":
-            return gr.Checkbox(label=spec.label, value=value, elem_id=eid(spec.key))
-        if spec.kind == "number":
-            return gr.Number(label=spec.label, value=value, elem_id=eid(spec.key))
-        if spec.kind == "radio":
-            return gr.Radio(label=spec.label, choices=list(spec.choices), value=value, elem_id=eid(spec.key))
-        if spec.kind == "dropdown":  # the sampler may also be typed (empty: the default); it is checked on Train
-            return gr.Dropdown(label=spec.label, choices=dropdown_choices[spec.key], value=value, elem_id=eid(spec.key),
-                               allow_custom_value=spec.key == "preview.sampler")
-        return gr.Textbox(label=spec.label, value=value, elem_id=eid(spec.key))
+    def component(spec: SettingInfo, value):
+        common = dict(label=spec.label, info=spec.info or None, value=value, elem_id=eid(spec.key))
+        kind = control_kind(spec)
+        if kind == "checkbox":
+            return gr.Checkbox(**common)
+        if kind == "number":
+            return gr.Number(**common)
+        if kind == "radio":
+            return gr.Radio(choices=list(spec.options()), **common)
+        if kind == "dropdown":  # the sampler may also be typed (empty: the default); it is checked on Train
+            return gr.Dropdown(choices=dropdown_choices.get(spec.key) or list(spec.options()),
+                               allow_custom_value=spec.key == "preview.sampler", **common)
+        return gr.Textbox(**common)
+
+    def controls(group: str):
+        for spec in (f for f in FIELDS if f.group == group):
+            components[spec.key] = component(spec, defaults[spec.key])
+            messages[spec.key] = gr.HTML(elem_id=eid(spec.key + "_message"))
 
     defaults = dict(zip((f.key for f in FIELDS), default_values()))
     with gr.Row():
         hypernetwork = gr.Dropdown(label="Hypernetwork", choices=hypernetwork_choices(), elem_id=eid("hypernetwork"))
         refresh = gr.Button(value="\U0001f504", elem_id=eid("refresh"), scale=0, min_width=48)  # a tool button
     messages["hypernetwork"] = gr.HTML(elem_id=eid("hypernetwork_message"))
-    for spec in (f for f in FIELDS if not f.advanced):
-        components[spec.key] = component(spec, defaults[spec.key])
-        messages[spec.key] = gr.HTML(elem_id=eid(spec.key + "_message"))
-    with gr.Accordion("Advanced options", open=False):
-        for spec in (f for f in FIELDS if f.advanced):
-            components[spec.key] = component(spec, defaults[spec.key])
-            messages[spec.key] = gr.HTML(elem_id=eid(spec.key + "_message"))
+    first, *folded = GROUPS
+    controls(first)
+    for group in folded:
+        with gr.Accordion(group, open=False):
+            controls(group)
     with gr.Row():
         settings_file = gr.Textbox(label="Training settings file (JSON)", elem_id=eid("settings_file"))
         save_button = gr.Button(value="Save training settings", elem_id=eid("save_settings"))
