@@ -21,7 +21,7 @@ from hypernetwork_ext.adapters.sampling import SAMPLERS
 from hypernetwork_ext.training import TrainingSettings
 from hypernetwork_ext.training.engine import check_widths, prepare, preview_sampler
 from hypernetwork_ext.stack import read_set_file
-from hypernetwork_ext.training.dataset import read_template, scan_folder
+from hypernetwork_ext.training.dataset import fit_batching, read_template, scan_folder
 from hypernetwork_ext.training.schedule import StepSchedule
 
 
@@ -82,6 +82,19 @@ def _report(setup):
         Image.new("RGB", (64, 64), "gray").save(folder / "good.png")
         setup(folder)
         return scan_folder(folder, width=64, height=64, no_crop=True, use_alpha=False)[1].summary()
+    return run
+
+
+def _batching(images: int, batch_size: int, grad_accum: int):
+    """What the dataset report says when batch size or accumulation ask for more than the dataset holds."""
+    def run(tmp: Path):
+        folder = tmp / "data"
+        folder.mkdir()
+        for index in range(images):
+            Image.new("RGB", (64, 64), "gray").save(folder / f"{index}.png")
+        examples, report = scan_folder(folder, width=64, height=64, no_crop=True, use_alpha=False)
+        report.changes += fit_batching(len(examples), batch_size, grad_accum).changes  # as the engine does
+        return report.summary()
     return run
 
 
@@ -157,14 +170,22 @@ ROWS: list[Row] = [
     Row("dataset", "only unusable files", _folder(lambda f: (f.mkdir(), (f / "a.bin").write_bytes(b"12"))), "No usable images"),
     Row("dataset", "a file instead of a folder", _folder(lambda f: f.write_bytes(b"x")), "does not exist or is not a folder"),
     Row("dataset", "a folder that cannot be read", lambda t: _unreadable(t / "data"), "cannot be read (Permission denied)"),
-    Row("dataset", "caption in another encoding (Shift-JIS)", _report(lambda f: (
+    Row("dataset", "caption in Shift-JIS", _report(lambda f: (
         Image.new("RGB", (64, 64)).save(f / "cat.png"), (f / "cat.txt").write_bytes("猫, 耳".encode("shift_jis")))),
-        "caption is not UTF-8; read as", shown="note"),
+        "cat.png: caption is not UTF-8; read as Shift-JIS (cp932)", shown="note"),
+    Row("dataset", "caption in cp1252 (Western Windows)", _report(lambda f: (
+        Image.new("RGB", (64, 64)).save(f / "cafe.png"), (f / "cafe.txt").write_bytes("café, garçon".encode("cp1252")))),
+        "cafe.png: caption is not UTF-8; read as cp1252", shown="note"),
     Row("dataset", "caption in UTF-16", _report(lambda f: (
         Image.new("RGB", (64, 64)).save(f / "cat.png"), (f / "cat.txt").write_bytes("猫, 耳".encode("utf-16")))),
         "caption read as UTF-16", shown="note"),
     Row("dataset", "a caption that cannot be read", _unreadable_caption, "its caption locked.txt cannot be read (Permission denied)",
         shown="skipped"),
+    Row("dataset", "batch size larger than the dataset", _batching(8, 16, 1),
+        "Batch size 16 is more than the 8 images of an epoch; training with batch size 8", shown="note"),
+    Row("dataset", "gradient accumulation larger than the batches of an epoch", _batching(8, 2, 8),
+        "Gradient accumulation 8 is more than the 4 batches of an epoch; training with 4, so that a step holds "
+        "one epoch", shown="note"),
     Row("dataset", "a damaged image among good ones", _report(lambda f: (f / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n")),
         "broken.png: not an image PIL can read", shown="skipped"),
     Row("training settings", "zero steps", lambda t: TrainingSettings(max_steps=0), "Max steps (0) must be at least 1"),

@@ -152,3 +152,18 @@ def test_the_engine_refuses_a_set_too(tmp_path):
     with pytest.raises(ConfigError, match="is a set of hypernetworks; sets apply, they do not train: train one of "
                                           r"its members \(a\) instead"):
         train(tiny_adapter(), tmp_path / "combo.hnset.json", TrainingSettings(data_dir=str(tmp_path)))
+
+
+def test_train_shows_the_dataset_notes_and_fits_a_batch_larger_than_the_dataset(tmp_path, capsys):
+    make_images(tmp_path / "data", 8, sizes=((64, 64),))
+    (tmp_path / "data" / "000-image.txt").write_bytes("猫, 耳".encode("cp932"))
+    network = make_network(tmp_path / "n.pt")
+    assert main(["train", "--hypernetwork", str(network), "--data", str(tmp_path / "data"), "--width", "64",
+                 "--height", "64", "--lr", "1e-3", "--batch-size", "16", "--grad-accum", "4", "--steps", "2",
+                 "--save-every", "0", "--preview-every", "0", "--log-dir", str(tmp_path / "logs")]) == 0
+    out = capsys.readouterr().out
+    assert "note 000-image.png: caption is not UTF-8; read as Shift-JIS" in out
+    assert "Batch size 16 is more than the 8 images of an epoch; training with batch size 8" in out
+    assert "Gradient accumulation 4 is more than the 1 batch of an epoch; training with 1" in out
+    assert "8 images a step (batch size 8 × gradient accumulation 1), 1 step per epoch" in out
+    assert files.load(network).step == 2

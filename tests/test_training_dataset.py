@@ -55,13 +55,14 @@ def test_mixed_folder_trains_with_batch_4_and_reports_what_it_skipped(tmp_path, 
     assert "CMYK" in notes["cmyk.jpg"] and "16-bit" in notes["sixteen.png"]
     assert result.steps_done == 4
 
-    # every usable image takes part in every epoch
+    # 6 images at batch 4: one batch of 4 different images an epoch; the 2 others wait, and every image takes part
     examples, _ = scan_folder(mixed_folder, width=64, height=64, no_crop=True, use_alpha=False)
     dataset = TrainingDataset(examples, report, batch_size=4, grad_accum=1, templates=["[filewords]"], name="n",
                               seed=0, shuffle_tags=False, tag_dropout=0, flip=False, latent_sampling="once")
-    for batch in dataset.epoch_batches(0):
-        used.update(batch)
-        assert len({examples[i].size for i in batch}) == 1  # one size per batch
+    for epoch in range(6):
+        batches = dataset.epoch_batches(epoch)
+        assert len(batches) == 1 and len(set(batches[0])) == 4
+        used.update(batches[0])
     assert used == set(range(len(examples)))
 
 
@@ -160,9 +161,9 @@ def test_latent_sampling_modes(tmp_path):
     assert torch.equal(deterministic.latent_std, torch.zeros_like(deterministic.latent_std))
     assert not torch.equal(once.latent_mean, deterministic.latent_mean)  # once = one sample, not the mean
     ds = results["random"][1]
-    a = ds.materialize([0], step=0, micro=0).latents
-    b = ds.materialize([0], step=1, micro=0).latents
-    assert not torch.equal(a, b) and torch.equal(a, ds.materialize([0], step=0, micro=0).latents)
+    a = ds.materialize([0], step=0, micro=0).groups[0].latents
+    b = ds.materialize([0], step=1, micro=0).groups[0].latents
+    assert not torch.equal(a, b) and torch.equal(a, ds.materialize([0], step=0, micro=0).groups[0].latents)
 
 
 def test_flip_uses_mirrored_latents_about_half_the_time(tmp_path):
@@ -174,5 +175,82 @@ def test_flip_uses_mirrored_latents_about_half_the_time(tmp_path):
                               seed=0, shuffle_tags=False, tag_dropout=0, flip=True, latent_sampling="deterministic")
     example = examples[0]
     assert not torch.equal(example.latent_mean, example.flipped_mean)
-    picks = [torch.equal(dataset.materialize([0], step, 0).latents[0], example.flipped_mean) for step in range(40)]
+    picks = [torch.equal(dataset.materialize([0], step, 0).groups[0].latents[0], example.flipped_mean) for step in range(40)]
     assert 10 < sum(picks) < 30
+
+
+def _dataset(examples, report, batch_size, grad_accum=1, **overrides):
+    options = dict(templates=["[filewords]"], name="n", seed=0, shuffle_tags=False, tag_dropout=0, flip=False,
+                   latent_sampling="once")
+    return TrainingDataset(examples, report, batch_size=batch_size, grad_accum=grad_accum, **{**options, **overrides})
+
+
+def test_an_epoch_shows_every_image_once_in_exactly_images_over_batch_steps(tmp_path):
+    folder = make_images(tmp_path / "d", 8)  # three aspect ratios: buckets of 3, 3 and 2 images
+    examples, report = scan_folder(folder, width=64, height=64, no_crop=True, use_alpha=False)
+    dataset = _dataset(examples, report, batch_size=2)
+    assert dataset.steps_per_epoch == 4
+    for epoch in range(3):
+        shown = [i for step in range(4 * epoch, 4 * epoch + 4) for batch in dataset.micro_batches(step) for i in batch]
+        assert sorted(shown) == list(range(8))
+
+
+def _aspect(tensor):
+    return tensor.shape[-1] / tensor.shape[-2]
+
+
+def test_small_buckets_keep_their_aspect_ratio(tmp_path):
+    """Two 3:4 portraits among six 9:16 ones at batch 4: the portraits are trained at 3:4, not stretched to 9:16."""
+    folder = tmp_path / "d"
+    folder.mkdir()
+    for index in range(6):
+        _rgb(72, 128, index).save(folder / f"tall-{index}.png")
+    for index in range(2):
+        _rgb(96, 128, 10 + index).save(folder / f"portrait-{index}.png")
+    examples, report = scan_folder(folder, width=128, height=128, no_crop=True, use_alpha=False)
+    encode_latents(examples, tiny_adapter().encode_images, flip=False, latent_sampling="deterministic", seed=0)
+    dataset = _dataset(examples, report, batch_size=4, latent_sampling="deterministic")
+    trained = {}
+    for step in range(dataset.steps_per_epoch):
+        for micro, indices in enumerate(dataset.micro_batches(step)):
+            batch = dataset.materialize(indices, step, micro)
+            for group in batch.groups:
+                for position, latent in zip(group.positions, group.latents):
+                    trained[batch.paths[position].split("/")[-1]] = _aspect(latent)
+    assert len(trained) == 8
+    for name, aspect in trained.items():
+        assert aspect == pytest.approx(9 / 16 if name.startswith("tall") else 3 / 4, rel=0.03), name
+
+
+def test_a_nearly_equal_aspect_joins_a_bucket_with_a_small_crop_and_a_note(tmp_path):
+    folder = tmp_path / "d"
+    folder.mkdir()
+    for index in range(3):
+        _rgb(256, 176, index).save(folder / f"wide-{index}.png")
+    _rgb(256, 168, 9).save(folder / "wider.png")  # 4.5% wider than the others
+    examples, report = scan_folder(folder, width=256, height=256, no_crop=True, use_alpha=False)
+    dataset = _dataset(examples, report, batch_size=4)
+    assert [sorted(members) for members in dataset.buckets.values()] == [[0, 1, 2, 3]]
+    notes = {problem.path.split("/")[-1]: problem.reason for problem in report.notes}
+    assert "trained at 256x176" in notes["wider.png"] and "5% of its width cropped" in notes["wider.png"]
+    from hypernetwork_ext.training.dataset import load_pixels
+    pixels = load_pixels(next(e for e in examples if e.path.endswith("wider.png")))
+    assert tuple(pixels.shape) == (3, 176, 256)
+    assert set(report.summary().splitlines()) >= {f"note wider.png: {notes['wider.png']}"}
+
+
+@pytest.mark.parametrize("caption", ["猫, 耳", "かわいい, 女の子, 猫耳", "猫のTシャツ, ｶﾀｶﾅ", "青い空、白い雲"])
+def test_shift_jis_captions_are_read_as_japanese(tmp_path, caption):
+    (tmp_path / "x.png").write_bytes(b"")
+    (tmp_path / "x.txt").write_bytes(caption.encode("cp932"))
+    text, note = read_caption(tmp_path / "x.png")
+    assert text == caption and "Shift-JIS" in note
+
+
+@pytest.mark.parametrize("caption", ["café", "garçon, façade", "it’s a dog", "élan", "ÉCOLE", "crème brûlée",
+                                     "señor", "Ça va, Æsir"])
+def test_western_captions_are_still_read_as_cp1252(tmp_path, caption):
+    (tmp_path / "x.png").write_bytes(b"")
+    (tmp_path / "x.txt").write_bytes(caption.encode("cp1252"))
+    text, note = read_caption(tmp_path / "x.png")
+    assert text == caption and "cp1252" in note

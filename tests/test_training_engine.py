@@ -130,33 +130,38 @@ def test_interrupt_stops_and_saves(workspace):
 
 
 class NanAdapter:
-    """Wraps the tiny adapter; the loss becomes NaN from the third micro-batch on."""
+    """Wraps the tiny adapter; the loss becomes NaN once two steps are done (from step 3 on)."""
 
     def __init__(self):
         self.inner = tiny_adapter()
-        self.calls = 0
+        self.steps_done = 0
+        self.callbacks = Callbacks(progress=self.count)
+
+    def count(self, step, total):
+        self.steps_done = step
 
     def __getattr__(self, name):
         return getattr(self.inner, name)
 
     def loss(self, *args, **kwargs):
-        self.calls += 1
         loss = self.inner.loss(*args, **kwargs)
-        return loss * float("nan") if self.calls > 4 else loss
+        return loss * float("nan") if self.steps_done >= 2 else loss
 
 
 def test_nan_loss_stops_loudly_and_never_writes_nan(workspace):
+    adapter = NanAdapter()
     with pytest.raises(TrainingError, match=r"loss became nan at step 3.*last good weights are saved as .*tiny-2.pt"):
-        train(NanAdapter(), workspace / "start.pt", settings(workspace), output_path=workspace / "n.pt",
-              log_dir=workspace / "logs-nan")
+        train(adapter, workspace / "start.pt", settings(workspace), output_path=workspace / "n.pt",
+              log_dir=workspace / "logs-nan", callbacks=adapter.callbacks)
     saved = workspace / "logs-nan" / "hypernetworks" / "tiny-2.pt"
     assert all(torch.isfinite(t).all() for t in weights_of(saved).values())
     assert not (workspace / "n.pt").exists()
 
 
 def test_nan_loss_skip_policy(workspace):
-    result = train(NanAdapter(), workspace / "start.pt", settings(workspace, nan_policy="skip", max_steps=3),
-                   output_path=workspace / "s.pt", log_dir=workspace / "logs-skip")
+    adapter = NanAdapter()
+    result = train(adapter, workspace / "start.pt", settings(workspace, nan_policy="skip", max_steps=3),
+                   output_path=workspace / "s.pt", log_dir=workspace / "logs-skip", callbacks=adapter.callbacks)
     assert result.steps_done == 3 and len(result.losses) == 2
     assert all(torch.isfinite(t).all() for t in weights_of(workspace / "s.pt").values())
 

@@ -117,3 +117,18 @@ def test_the_app_lists_each_network_by_its_whole_name_and_finds_it(tmp_path):
                             ("style[v2]", "style[v2].pt"), ("x.pt", "x.pt"), ("x.safetensors", "x.safetensors")]:
         assert find_network(tmp_path, name) == tmp_path / file_name
     assert find_network(tmp_path, "x") is None and find_network(tmp_path, "combo") is None
+
+
+def test_train_gamma_status_keeps_showing_the_dataset_notes(tmp_path):
+    from hypernetwork_ext.training import train
+    from hypernetwork_ext.ui.train_tab import TrainingStatus
+    from training_helpers import make_images, make_network, tiny_adapter
+    make_images(tmp_path / "data", 2, sizes=((64, 64),))
+    (tmp_path / "data" / "000-image.txt").write_bytes("猫, 耳".encode("cp932"))
+    settings = TrainingSettings(data_dir=str(tmp_path / "data"), width=64, height=64, max_steps=2, batch_size=1,
+                                learn_rate="1e-3", save_every=0, preview_every=0, log_dir=str(tmp_path / "logs"))
+    status = TrainingStatus(settings.max_steps)
+    train(tiny_adapter(), make_network(tmp_path / "n.pt"), settings, callbacks=status.callbacks())
+    page = status.html()
+    assert "Training finished at step 2" in page  # the last status line, and still the dataset's notes beside it
+    assert "note 000-image.png: caption is not UTF-8; read as Shift-JIS" in page

@@ -32,7 +32,10 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ..errors import ConfigError
 
-CAPTION_ENCODINGS = ("cp1252", "latin-1")  # after UTF-8 and, with a byte-order mark, UTF-16
+# tried in this order after UTF-16 (with a byte-order mark) and UTF-8: cp1252 decodes almost any bytes, so it
+# comes after Shift-JIS, which is taken only when its reading looks like Japanese (see _looks_japanese)
+CAPTION_ENCODINGS = (("cp932", "Shift-JIS (cp932)"), ("cp1252", "cp1252"), ("latin-1", "latin-1"))
+MAX_BUCKET_CROP = 0.05  # an image joins a bucket of another size only if that crops at most this share of a side
 LATENT_CACHE_SUFFIX = ".latents"
 LATENT_CHANNELS = 4  # of every Stable Diffusion 1.x/2.x VAE; only the "auto" estimate assumes it
 MEMORY_SHARE_FOR_LATENTS = 0.25  # "auto": latents that would take more of the machine's memory go to disk
@@ -51,9 +54,11 @@ class DatasetReport:
     used: list[str] = field(default_factory=list)
     skipped: list[Problem] = field(default_factory=list)  # files that are not used, and why
     notes: list[Problem] = field(default_factory=list)  # files used after a conversion worth knowing
+    changes: list[str] = field(default_factory=list)  # settings the dataset did not allow, and what was used
 
     def summary(self) -> str:
         lines = [f"{len(self.used)} images used, {len(self.skipped)} files skipped"]
+        lines += [f"note: {change}" for change in self.changes]
         lines += [f"skipped {Path(p.path).name}: {p.reason}" for p in self.skipped]
         lines += [f"note {Path(p.path).name}: {p.reason}" for p in self.notes]
         return "\n".join(lines)
@@ -65,6 +70,8 @@ class Example:
     caption: str  # the tags from the .txt beside the image or from the file name
     size: tuple[int, int]  # (width, height) after resizing, multiples of 8
     weight: torch.Tensor | None  # (H/8, W/8) loss weight from the alpha channel, mean 1
+    aspect: float  # the image's own width / height
+    crop_to_size: bool = False  # joined a bucket of a nearby shape: scaled to cover its size, the overflow cut
     latent_mean: torch.Tensor | None = None
     latent_std: torch.Tensor | None = None
     flipped_mean: torch.Tensor | None = None
@@ -123,13 +130,34 @@ def read_caption(image_path: Path) -> tuple[str, str | None]:
         try:
             return raw.decode("utf-8-sig").strip(), None
         except UnicodeDecodeError:
-            for encoding in CAPTION_ENCODINGS:
-                try:
-                    return raw.decode(encoding).strip(), (f"caption is not UTF-8; read as {encoding} (if its words "
-                                                          f"look wrong, save {text_path.name} as UTF-8)")
-                except UnicodeDecodeError:
-                    continue
+            pass
+        for encoding, label in CAPTION_ENCODINGS:
+            try:
+                text = raw.decode(encoding)
+            except UnicodeDecodeError:
+                continue
+            if encoding != "cp932" or _looks_japanese(text):
+                return text.strip(), (f"caption is not UTF-8; read as {label} (if its words look wrong, save "
+                                      f"{text_path.name} as UTF-8)")
     return _LEADING_NUMBER.sub("", image_path.stem).strip(), None
+
+
+_KANA = re.compile(r"[\u3040-\u30ff]")  # full-width hiragana and katakana
+_KANJI = re.compile(r"[\u4e00-\u9fff]")
+_KANJI_BESIDE_LATIN = re.compile(r"[A-Za-z][\u4e00-\u9fff]|[\u4e00-\u9fff][A-Za-z]")
+_PRIVATE_USE = re.compile(r"[\ue000-\uf8ff]")
+
+
+def _looks_japanese(text: str) -> bool:
+    """Whether a Shift-JIS reading is believable. Western cp1252 bytes often decode as Shift-JIS too: an
+    accented letter or curly quote and the byte after it become one kanji glued to Latin letters
+    ("garçon" -> "gar輟n", "it’s" -> "it痴"), capitals like É become half-width katakana, ñ and ö
+    private-use characters. So: no private-use characters, and either full-width kana, or kanji that
+    touch no Latin letter. (Half-width katakana alone, or kanji glued to Latin letters without any kana,
+    are read as cp1252; the note then asks for UTF-8.)"""
+    if _PRIVATE_USE.search(text) or not (_KANA.search(text) or _KANJI.search(text)):
+        return False
+    return bool(_KANA.search(text)) or not _KANJI_BESIDE_LATIN.search(text)
 
 
 def target_size(width: int, height: int, settings_width: int, settings_height: int, no_crop: bool) -> tuple[int, int]:
@@ -157,13 +185,27 @@ def load_pixels(example: "Example") -> torch.Tensor:
         image, _, _ = read_image(Path(example.path), want_alpha=False)
     except (ValueError, OSError) as error:
         raise ConfigError("data_dir", f"{example.path} changed or vanished while the dataset was prepared ({error})") from None
-    return _to_pixels(image, example.size)
-
-
-def _to_pixels(image: Image.Image, size: tuple[int, int]) -> torch.Tensor:
-    resized = image.resize(size, Image.BICUBIC) if image.size != size else image
+    box = crop_box(image.size, example.size) if example.crop_to_size else None
+    resized = image.resize(example.size, Image.BICUBIC, box=box) if image.size != example.size or box else image
     array = np.asarray(resized, dtype=np.float32) / 127.5 - 1.0
     return torch.from_numpy(array).permute(2, 0, 1).contiguous()
+
+
+def crop_box(source: tuple[int, int], size: tuple[int, int]) -> tuple[float, float, float, float]:
+    """The centred part (left, top, right, bottom) of a ``source`` (width, height) with the shape of ``size``."""
+    width, height = source
+    aspect = size[0] / size[1]
+    if width / height > aspect:
+        kept = height * aspect
+        return ((width - kept) / 2, 0.0, (width + kept) / 2, float(height))
+    kept = width / aspect
+    return (0.0, (height - kept) / 2, float(width), (height + kept) / 2)
+
+
+def crop_share(aspect: float, size: tuple[int, int]) -> float:
+    """How much of one side an image of ``aspect`` loses when it is scaled to cover ``size``."""
+    ratio = (size[0] / size[1]) / aspect
+    return 1.0 - min(ratio, 1.0 / ratio)
 
 
 # --------------------------------------------------------------------------------------------
@@ -312,11 +354,54 @@ def physical_memory_bytes() -> int:
 # --------------------------------------------------------------------------------------------
 
 @dataclass
+class SizeGroup:
+    """The images of a batch that share one latent size: they go through the model together."""
+
+    positions: list[int]  # where they are in the batch
+    latents: torch.Tensor  # (n, C, h, w)
+    weights: torch.Tensor | None  # (n, 1, h, w) or None
+
+
+@dataclass
 class MicroBatch:
-    latents: torch.Tensor  # (B, C, h, w)
     captions: list[str]  # after the template, shuffle and dropout
-    weights: torch.Tensor | None  # (B, 1, h, w) or None
     paths: list[str]
+    groups: list[SizeGroup]  # one, except in a batch made of what the buckets had left over
+
+
+@dataclass(frozen=True)
+class Batching:
+    """Batch size and gradient accumulation that fit the dataset, and what was changed to make them fit."""
+
+    batch_size: int  # per process
+    grad_accum: int
+    changes: list[str]
+
+
+def fit_batching(samples: int, batch_size: int, grad_accum: int, processes: int = 1) -> Batching:
+    """An epoch holds ``samples`` images (images x repeats) and at least one step: a larger batch size, or
+    more accumulation than an epoch has batches, is brought down to what the epoch holds."""
+    changes = []
+    per_process = " per process" if processes > 1 else ""
+    if samples < processes:
+        raise ConfigError("batch_size", f"{samples} images cannot be shared among {processes} processes; "
+                                        f"add images, raise repeats or use fewer processes")
+    if batch_size * processes > samples:
+        fitted = samples // processes
+        changes.append(f"Batch size {batch_size}{per_process} is more than the {samples} images of an epoch; "
+                       f"training with batch size {fitted}{per_process}")
+        batch_size = fitted
+    batches = samples // (batch_size * processes)
+    if grad_accum > batches:
+        changes.append(f"Gradient accumulation {grad_accum} is more than the {counted(batches, 'batch')} of an "
+                       f"epoch; training with {batches}, so that a step holds one epoch")
+        grad_accum = batches
+    return Batching(batch_size, grad_accum, changes)
+
+
+def counted(number: int, noun: str) -> str:
+    """The count with its noun: 1 batch, 4 batches, 2 steps."""
+    return f"{number} {noun}" if number == 1 else f"{number} {noun}es" if noun.endswith("ch") else f"{number} {noun}s"
 
 
 @dataclass(eq=False)
@@ -338,7 +423,10 @@ class TrainingDataset:
     latent_cache: MemoryLatentCache | DiskLatentCache | None = None  # None: in memory
 
     def __post_init__(self):
-        self.buckets = _buckets(self.examples, self.batch_size)
+        fitted = fit_batching(len(self.examples) * self.repeats, self.batch_size, self.grad_accum)
+        if fitted.changes:
+            raise ValueError(f"{fitted.changes[0]}: fit the batching first (fit_batching)")
+        self.buckets = _buckets(self.examples, self.batch_size, self.report)
         self.latent_cache = self.latent_cache or MemoryLatentCache(self.examples)
         self._epoch_cache: tuple[int, list[list[int]]] | None = None
 
@@ -346,12 +434,13 @@ class TrainingDataset:
 
     @property
     def batches_per_epoch(self) -> int:
-        return sum(math.ceil(len(indices) * self.repeats / self.batch_size) for indices in self.buckets.values())
+        """Every image once (``repeats`` times), rounded down to whole batches."""
+        return len(self.examples) * self.repeats // self.batch_size
 
     @property
     def steps_per_epoch(self) -> int:
-        """Optimizer steps per epoch: batches // accumulation, rounded down (at least 1)."""
-        return max(1, self.batches_per_epoch // self.grad_accum)
+        """Optimizer steps per epoch: batches // accumulation, rounded down."""
+        return self.batches_per_epoch // self.grad_accum
 
     @property
     def captions_vary(self) -> bool:
@@ -360,20 +449,23 @@ class TrainingDataset:
     # -- serving ----------------------------------------------------------------------------------
 
     def epoch_batches(self, epoch: int) -> list[list[int]]:
-        """Every batch of one epoch, in order: a pure function of (seed, epoch)."""
+        """Every batch of one epoch, in order: a pure function of (seed, epoch). Each image comes once
+        (``repeats`` times); when they do not fill the last batch, a random few wait for the next epoch.
+        A batch holds one bucket's images; what the buckets have left over shares batches, each image at
+        its own size (the engine runs each size of a batch through the model on its own)."""
         if self._epoch_cache is not None and self._epoch_cache[0] == epoch:
             return self._epoch_cache[1]
         rng = random.Random(f"{self.seed}/order/{epoch}")
-        batches = []
+        samples = [index for size in sorted(self.buckets) for index in self.buckets[size]] * self.repeats
+        rng.shuffle(samples)
+        samples = samples[:self.batches_per_epoch * self.batch_size]
+        batches, leftovers = [], []
         for size in sorted(self.buckets):
-            indices = list(self.buckets[size]) * self.repeats
-            rng.shuffle(indices)
-            for start in range(0, len(indices), self.batch_size):
-                batch = indices[start:start + self.batch_size]
-                if len(batch) < self.batch_size:  # complete it from the same bucket, so every image is used
-                    others = [i for i in self.buckets[size] if i not in batch]
-                    batch += rng.sample(others, self.batch_size - len(batch))
-                batches.append(batch)
+            mine = [index for index in samples if self.examples[index].size == size]
+            whole = len(mine) - len(mine) % self.batch_size
+            batches += [mine[start:start + self.batch_size] for start in range(0, whole, self.batch_size)]
+            leftovers += mine[whole:]  # in size order, so that a batch of them has few sizes
+        batches += [leftovers[start:start + self.batch_size] for start in range(0, len(leftovers), self.batch_size)]
         rng.shuffle(batches)
         self._epoch_cache = (epoch, batches)
         return batches
@@ -408,37 +500,53 @@ class TrainingDataset:
             captions.append(self.caption_for(index, rng))
             if example.weight is not None:
                 weights.append(example.weight.flip(-1) if flipped else example.weight)
-        weight = torch.stack(weights).unsqueeze(1) if weights and len(weights) == len(indices) else None
-        return MicroBatch(torch.stack(latents), captions, weight, [self.examples[i].path for i in indices])
+        by_size: dict[tuple[int, int], list[int]] = {}
+        for position, index in enumerate(indices):
+            by_size.setdefault(self.examples[index].size, []).append(position)
+        groups = [SizeGroup(positions, torch.stack([latents[p] for p in positions]),
+                            torch.stack([weights[p] for p in positions]).unsqueeze(1)
+                            if len(weights) == len(indices) else None)
+                  for positions in by_size.values()]
+        return MicroBatch(captions, [self.examples[i].path for i in indices], groups)
 
 
-def _buckets(examples: list[Example], batch_size: int) -> dict[tuple[int, int], list[int]]:
-    """Group by size; a bucket too small for one batch joins the nearest aspect ratio (its images
-    are then resized to that bucket's size, a small stretch instead of a crop)."""
+def _buckets(examples: list[Example], batch_size: int, report: DatasetReport) -> dict[tuple[int, int], list[int]]:
+    """Group by size. A bucket too small for one batch joins the bucket nearest in shape when that
+    crops each of its images by at most MAX_BUCKET_CROP of a side (never a stretch), so that fewer
+    batches need the model run once per size; the report notes every such crop."""
     buckets: dict[tuple[int, int], list[int]] = {}
     for index, example in enumerate(examples):
         buckets.setdefault(example.size, []).append(index)
-    while len(buckets) > 1:
-        small = [size for size, members in buckets.items() if len(members) < batch_size]
+    alone: set[tuple[int, int]] = set()  # small buckets with no other bucket near enough in shape
+    while True:
+        small = [size for size, members in buckets.items() if len(members) < batch_size and size not in alone]
         if not small:
-            break
-        size = min(small, key=lambda s: len(buckets[s]))
+            return buckets
+        size = min(small, key=lambda s: (len(buckets[s]), s))
+        near = [other for other in buckets if other != size and
+                all(crop_share(examples[index].aspect, other) <= MAX_BUCKET_CROP for index in buckets[size])]
+        if not near:
+            alone.add(size)
+            continue
         aspect = math.log(size[0] / size[1])
-        target = min((s for s in buckets if s != size), key=lambda s: abs(math.log(s[0] / s[1]) - aspect))
+        target = min(near, key=lambda s: (abs(math.log(s[0] / s[1]) - aspect), s))
         for index in buckets.pop(size):
-            _resize_example(examples[index], target)
+            _join_bucket(examples[index], target, report)
             buckets[target].append(index)
-    return buckets
 
 
-def _resize_example(example: Example, size: tuple[int, int]) -> None:
-    if example.size == size:
-        return
+def _join_bucket(example: Example, size: tuple[int, int], report: DatasetReport) -> None:
+    """Train ``example`` at ``size``: scaled to cover it, centred, the overflow cut."""
     if example.weight is not None:
-        weight = torch.nn.functional.interpolate(example.weight[None, None], size=(size[1] // 8, size[0] // 8),
-                                                 mode="area")[0, 0]
+        height, width = example.weight.shape
+        left, top, right, bottom = (round(edge) for edge in crop_box((width, height), size))
+        weight = torch.nn.functional.interpolate(example.weight[top:bottom, left:right][None, None],
+                                                 size=(size[1] // 8, size[0] // 8), mode="area")[0, 0]
         example.weight = weight / weight.mean()
-    example.size = size
+    side = "width" if example.aspect > size[0] / size[1] else "height"
+    report.notes.append(Problem(example.path, f"trained at {size[0]}x{size[1]} with images of a similar shape: "
+                                              f"{crop_share(example.aspect, size):.0%} of its {side} cropped"))
+    example.size, example.crop_to_size = size, True
 
 
 # --------------------------------------------------------------------------------------------
@@ -496,7 +604,7 @@ def scan_folder(data_dir: str | Path, *, width: int, height: int, no_crop: bool,
         if use_alpha and alpha is not None and float(alpha.max()) == 0.0:
             report.skipped.append(Problem(str(path), "fully transparent: nothing to learn with alpha as loss weight"))
             continue
-        examples.append(Example(str(path), caption, size, weight))
+        examples.append(Example(str(path), caption, size, weight, image.width / image.height))
         image_stems.add(path.stem)
         report.used.append(str(path))
         for note in notes + ([caption_note] if caption_note else []):

@@ -36,7 +36,8 @@ from ..errors import ConfigError, HypernetworkError, HypernetworkFileError
 from ..network import Hypernetwork
 from ..adapters.sampling import SAMPLERS
 from ..stack import Applied, is_set_file, member_names, read_set_file
-from .dataset import TrainingDataset, encode_latents, open_latent_cache, read_template, scan_folder
+from .dataset import (TrainingDataset, counted, encode_latents, fit_batching, open_latent_cache, read_template,
+                      scan_folder)
 from .distributed import SingleProcess
 from .optimizers import build_optimizer
 from .settings import TrainingSettings
@@ -65,10 +66,20 @@ class Callbacks:
     preview: Callable[[int, Image.Image, Path], None] | None = None
     saved: Callable[[Path], None] | None = None
     should_stop: Callable[[], bool] | None = None  # polled once per step: Interrupt
+    # the dataset's report (files skipped or converted, settings it did not allow), once, before training;
+    # without this hook its lines go to ``status``
+    dataset_notes: Callable[[list[str]], None] | None = None
 
     def say(self, text: str) -> None:
         if self.status:
             self.status(text)
+
+    def tell_dataset(self, lines: list[str]) -> None:
+        if self.dataset_notes:
+            self.dataset_notes(lines)
+        else:
+            for line in lines:
+                self.say(line)
 
 
 @dataclass
@@ -187,17 +198,19 @@ def train(adapter, hypernetwork_path: str | Path, settings: TrainingSettings, *,
 
     # ---- data -----------------------------------------------------------------------------
     callbacks.say(f"Preparing dataset from {settings.data_dir}...")
-    for problem in report.skipped:
-        callbacks.say(f"Skipped {problem.path}: {problem.reason}")
-    share = settings.batch_size  # images per micro-batch in this process; the global batch is share * world size
+    batching = fit_batching(len(examples) * settings.repeats, settings.batch_size, settings.grad_accum,
+                            distributed.world_size)
+    report.changes += batching.changes
+    share = batching.batch_size  # images per micro-batch in this process; the global batch is share * world size
     latent_cache = open_latent_cache(settings.latent_cache, examples, flip=settings.flip,
                                      latent_sampling=settings.latent_sampling,
                                      folder=settings.latent_cache_dir or log_dir / "latent_cache")
-    dataset = TrainingDataset(examples, report, batch_size=share * distributed.world_size, grad_accum=settings.grad_accum,
+    dataset = TrainingDataset(examples, report, batch_size=share * distributed.world_size, grad_accum=batching.grad_accum,
                               templates=prepared.templates, name=name, seed=settings.dataset_seed,
                               shuffle_tags=settings.shuffle_tags, tag_dropout=settings.tag_dropout,
                               flip=settings.flip, latent_sampling=settings.latent_sampling, repeats=settings.repeats,
                               latent_cache=latent_cache)
+    callbacks.tell_dataset(report.summary().splitlines())  # after bucketing, which notes its crops
     callbacks.say(f"Encoding {len(examples)} images; the latents are kept {latent_cache.where}")
     encode_latents(examples, adapter.encode_images, flip=settings.flip, latent_sampling=settings.latent_sampling,
                    seed=settings.dataset_seed, cache=latent_cache)
@@ -278,8 +291,10 @@ def train(adapter, hypernetwork_path: str | Path, settings: TrainingSettings, *,
     # ---- the loop -------------------------------------------------------------------------
     step = network.step
     consecutive_skips = 0
-    callbacks.say(f"Training {name} from step {step} to {settings.max_steps}: {len(examples)} images, "
-                  f"{dataset.steps_per_epoch} steps per epoch")
+    per_step = dataset.batch_size * dataset.grad_accum
+    callbacks.say(f"Training {name} from step {step} to {settings.max_steps}: {len(examples)} images, {per_step} "
+                  f"images a step (batch size {dataset.batch_size} × gradient accumulation {dataset.grad_accum}), "
+                  f"{counted(dataset.steps_per_epoch, 'step')} per epoch")
     try:
         while step < settings.max_steps:
             if _agreed(distributed, bool(callbacks.should_stop and callbacks.should_stop())):
@@ -295,18 +310,24 @@ def train(adapter, hypernetwork_path: str | Path, settings: TrainingSettings, *,
             for micro, indices in enumerate(micro_batches):
                 batch = dataset.materialize(indices, step, micro)  # the global batch; this process takes its share
                 caption = caption or batch.captions[0]
-                mine = slice(distributed.rank * share, (distributed.rank + 1) * share)
-                cond = text(batch.captions[mine])
+                first = distributed.rank * share
+                cond = text(batch.captions[first:first + share])
                 with torch.random.fork_rng(devices=cuda_devices):
                     torch.manual_seed(_seed(settings.seed, step, micro))
-                    t = torch.randint(0, adapter.num_timesteps, (batch.latents.shape[0],))[mine]
-                    noise = torch.randn(batch.latents.shape)[mine]
-                    weights = batch.weights[mine] if batch.weights is not None else None
-                    with autocast():
-                        loss = adapter.loss(batch.latents[mine], cond, weights, settings.loss, t=t, noise=noise)
-                    scaled = loss / len(micro_batches)
-                    (scaler.scale(scaled) if scaler else scaled).backward()
-                step_loss += loss.item() / len(micro_batches)
+                    t = torch.randint(0, adapter.num_timesteps, (len(indices),))
+                    for group in batch.groups:  # one latent size each; the batch's loss is the mean over its images
+                        noise = torch.randn(group.latents.shape)  # drawn for every group, so every process draws alike
+                        rows = [row for row, at in enumerate(group.positions) if first <= at < first + share]
+                        if not rows:
+                            continue
+                        at = [group.positions[row] for row in rows]
+                        weights = group.weights[rows] if group.weights is not None else None
+                        with autocast():
+                            loss = adapter.loss(group.latents[rows], cond[[p - first for p in at]], weights,
+                                                settings.loss, t=t[at], noise=noise[rows])
+                        scaled = loss * (len(rows) / share) / len(micro_batches)
+                        (scaler.scale(scaled) if scaler else scaled).backward()
+                        step_loss += loss.item() * (len(rows) / share) / len(micro_batches)
             if distributed.world_size > 1:
                 shared = [p.grad for p in parameters if p.grad is not None] + [torch.tensor([step_loss], device=device)]
                 distributed.average(shared)

@@ -96,10 +96,12 @@ def png_data_uri(image) -> str:
 
 class TrainingStatus:
     """What a page shows while training runs, kept up to date by the engine's callbacks: step of total,
-    loss, learning rate, the last saved copy and preview, the loss/learning-rate chart."""
+    loss, learning rate, the last saved copy and preview, the loss/learning-rate chart, and the dataset's
+    report (skipped files, conversions) for the whole run."""
 
     def __init__(self, max_steps: int, message: str = ""):
         self.max_steps, self.message = max_steps, message
+        self.dataset_notes: list[str] = []
         self.step, self.points = 0, []
         self.last_saved, self.last_image, self.preview = "-", "-", None
 
@@ -113,10 +115,14 @@ class TrainingStatus:
         # no update of its own for a loss point: the engine reports progress right after it, and rendering the
         # chart twice a step (once with the old step count) would only cost the training loop time
         return Callbacks(status=record(self._status), progress=record(self._progress), loss=self.points.append,
-                         preview=record(self._preview), saved=record(self._saved), should_stop=should_stop)
+                         preview=record(self._preview), saved=record(self._saved), should_stop=should_stop,
+                         dataset_notes=record(self._dataset_notes))
 
     def _status(self, text: str):
         self.message = text
+
+    def _dataset_notes(self, lines: list[str]):
+        self.dataset_notes = lines
 
     def _progress(self, step: int, total: int):
         self.step, self.max_steps = step, total
@@ -129,8 +135,9 @@ class TrainingStatus:
 
     def html(self, with_preview: bool = True) -> str:
         """Starts with a newline: the WebUI's progress bar shows one-line status text inside the bar itself."""
+        notes = "".join(f"<br>{html.escape(line)}" for line in self.dataset_notes)
         if not self.points:
-            return "\n<p>" + html.escape(self.message) + "</p>"
+            return "\n<p>" + html.escape(self.message) + notes + "</p>"
         p = self.points[-1]
         chart = png_data_uri(render_chart(self.points[-2000:]))
         preview = (f"<img class='hnext-preview' src='{png_data_uri(self.preview)}' style='max-width:256px'>"
@@ -138,7 +145,7 @@ class TrainingStatus:
         return (f"\n<p>Step: {self.step} of {self.max_steps} (epoch {p.epoch}, {p.epoch_step} in epoch)<br>"
                 f"Loss: {p.loss:.7f}<br>Learning rate: {p.learn_rate:.3g}<br>"
                 f"Last saved hypernetwork: {html.escape(self.last_saved)}<br>"
-                f"Last saved image: {html.escape(self.last_image)}<br>{html.escape(self.message)}</p>"
+                f"Last saved image: {html.escape(self.last_image)}<br>{html.escape(self.message)}{notes}</p>"
                 f"<img class='hnext-chart' src='{chart}' style='max-width:100%'>{preview}")
 
 
