@@ -292,8 +292,8 @@ def train(adapter, hypernetwork_path: str | Path, settings: TrainingSettings, *,
     step = network.step
     consecutive_skips = 0
     per_step = dataset.batch_size * dataset.grad_accum
-    callbacks.say(f"Training {name} from step {step} to {settings.max_steps}: {len(examples)} images, {per_step} "
-                  f"images a step (batch size {dataset.batch_size} × gradient accumulation {dataset.grad_accum}), "
+    callbacks.say(f"Training {name} from step {step} to {settings.max_steps}: {counted(len(examples), 'image')}, "
+                  f"{counted(per_step, 'image')} a step (batch size {dataset.batch_size} × gradient accumulation {dataset.grad_accum}), "
                   f"{counted(dataset.steps_per_epoch, 'step')} per epoch")
     try:
         while step < settings.max_steps:
