@@ -61,27 +61,48 @@ class WebUIBuild:
         return self.webui / "models" / "hypernetworks"
 
 
-def build(kind: str = "a1111") -> WebUIBuild:
-    """Runs the build script (a few minutes the first time, about a second after that) and reads the
-    start command it prints last: ``cd WEBUI && env VAR=... PYTHON launch.py FLAGS``."""
-    script = SHARED_WEBUI / BUILD_SCRIPTS[kind]
-    if not script.exists():
-        pytest.fail(f"{script} is missing: the real-WebUI tests need ../shared/webui beside the checkout", pytrace=False)
-    dest = CACHE / f"webui-{kind}"
-    done = subprocess.run(["bash", str(script), str(dest)], capture_output=True, text=True)
-    if done.returncode != 0:
-        pytest.fail(f"{script.name} failed (exit {done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}",
-                    pytrace=False)
-    last = done.stdout.strip().splitlines()[-1]
-    cd_part, run_part = last.split(" && ", 1)
-    words = shlex.split(run_part)
-    assert words[0] == "env", last
-    env = {}
-    words = words[1:]
-    while "=" in words[0]:
-        key, value = words.pop(0).split("=", 1)
-        env[key] = value
-    return WebUIBuild(kind, dest, Path(cd_part.removeprefix("cd ").strip()), env, words)
+class Build:
+    """The build script running in the background (a few minutes the first time, about a second after
+    that), started when the real-WebUI tests are collected so that it overlaps the other tests."""
+
+    def __init__(self, kind: str):
+        self.kind = kind
+        self.script = SHARED_WEBUI / BUILD_SCRIPTS[kind]
+        self.dest = CACHE / f"webui-{kind}"
+        self.process = None
+        if self.script.exists():
+            self.dest.mkdir(parents=True, exist_ok=True)
+            self.output = open(CACHE / f"build-{kind}.log", "w+")
+            self.process = subprocess.Popen(["bash", str(self.script), str(self.dest)], stdout=self.output,
+                                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+
+    def stop(self) -> None:
+        """A run that ends before its real-WebUI tests leaves no build running (the next one redoes it)."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait()
+
+    def result(self) -> WebUIBuild:
+        """Waits for the script and reads the start command it prints last:
+        ``cd WEBUI && env VAR=... PYTHON launch.py FLAGS``."""
+        if self.process is None:
+            pytest.fail(f"{self.script} is missing: the real-WebUI tests need ../shared/webui beside the checkout",
+                        pytrace=False)
+        code = self.process.wait()
+        self.output.seek(0)
+        printed = self.output.read()
+        if code != 0:
+            pytest.fail(f"{self.script.name} failed (exit {code}):\n{printed[-5000:]}", pytrace=False)
+        last = printed.strip().splitlines()[-1]
+        cd_part, run_part = last.split(" && ", 1)
+        words = shlex.split(run_part)
+        assert words[0] == "env", last
+        env = {}
+        words = words[1:]
+        while "=" in words[0]:
+            key, value = words.pop(0).split("=", 1)
+            env[key] = value
+        return WebUIBuild(self.kind, self.dest, Path(cd_part.removeprefix("cd ").strip()), env, words)
 
 
 def _copy_tree(files: list[str], source: Path, target: Path) -> None:

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 import real_webui
-from browser import chromium_page, choose, fill, record_html, recorded_html, wait_for_text
+from browser import chromium_page, choose, fill, record_html, recorded_html, screenshot, wait_for_text
 from hypernetwork_ext import Hypernetwork, HypernetworkConfig, convert, load, save
 from hypernetwork_ext.stack import write_set_file
 
@@ -28,7 +28,6 @@ SEQUENCE_SET = {"sequence": [{"network": "hn_relu", "strength": 0.6}, {"network"
                              {"network": "hn_swish", "strength": 1}]}
 TRAINING_NETWORKS = ("hn_train_intervals0", "hn_train_previews", "hn_train_no_previews", "hn_train_long",
                      "hn_train_queue", "hn_train_interrupt", "hn_train_own_tab")
-SCREENSHOTS = real_webui.REPO / "docs" / "screenshots"
 # what the plain WebUI renders, and our WebUI is compared with: case -> (prompt, settings for that image)
 REFERENCE_CASES = {
     "none": (PROMPT, {}),
@@ -79,8 +78,8 @@ def figures():
 
 
 @pytest.fixture(scope="module")
-def built():
-    webui = real_webui.build("a1111")
+def built(request):
+    webui = request.config.webui_builds["a1111"].result()
     real_webui.install_extension(webui)
     write_networks(real_webui.fresh_state(webui))
     return webui
@@ -291,11 +290,6 @@ def open_webui_tab(page, top: str, sub: str | None = None):
         page.locator("#tabs > .tabitem:visible .tab-nav button").filter(has_text=exact(sub)).first.click()
 
 
-def webui_screenshot(page, name: str):
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
-
-
 def test_create_beta_hypernetwork_in_the_page(webui):
     with chromium_page() as page:
         open_page(webui, page)
@@ -308,8 +302,8 @@ def test_create_beta_hypernetwork_in_the_page(webui):
         page.click("#hnext_create_button")
         wait_for_text(page, "hnext_create_output", "Created:")
         assert (webui.build.hypernetwork_dir / "hn_browser_created.pt").exists()
-        webui_screenshot(page, "real_a1111_create_tab")
-        open_webui_tab(page, "Train_Gamma")
+        screenshot(page, "real_a1111_create_tab")
+        open_webui_tab(page, "Train", "Train_Gamma")
         choose(page, "hnext_train_hypernetwork", "hn_browser_created", refresh_id="hnext_train_refresh")
     assert "hn_browser_created" in {entry["name"] for entry in webui.get("/sdapi/v1/hypernetworks")}
 
@@ -348,7 +342,7 @@ def test_train_gamma_in_the_page(webui, tmp_path):
         page.click("#hnext_train_train")
         page.locator("#hnext_train_progress img.hnext-chart").wait_for()
         page.locator(".livePreview img").first.wait_for()
-        webui_screenshot(page, "real_a1111_train_tab_running")
+        screenshot(page, "real_a1111_train_tab_running")
         wait_for_text(page, "hnext_train_output", "Training finished at step 4")
         statuses = recorded_html(page, "hnext_train_progress")
         steps = {m for html in statuses for m in re.findall(r"Step: (\d+)", html)}
@@ -390,7 +384,7 @@ def test_the_hypernetworks_card_page_lists_networks_safetensors_and_sets(webui):
         cards.first.wait_for()
         names = set(page.locator("#txt2img_hypernetworks_cards .card .name").all_inner_texts())
         assert {"hn_relu", "hn_relu_st", "hn_sequence", "hn_linear"} <= names, names
-        webui_screenshot(page, "real_a1111_card_page")
+        screenshot(page, "real_a1111_card_page")
 
 
 
@@ -405,7 +399,8 @@ def test_the_webuis_own_train_tab_runs_on_our_engine_with_both_intervals_0(webui
                     "train_steps": 2, "train_create_image_every": 0, "train_save_embedding_every": 0})
         page.locator("#train_training_height input").first.press("Tab")  # a slider takes its number on change
         page.click("#train_train_hypernetwork")
-        wait_for_text(page, "ti_output", "Training finished at 2 steps")
+        page.wait_for_function("() => (document.querySelector('#ti_output textarea') || {}).value"
+                               "?.includes('Training finished at 2 steps')", timeout=300_000)
     after = weights(webui.build.hypernetwork_dir / "hn_train_own_tab.pt")
     assert any(not torch.equal(before[key], after[key]) for key in before)
 

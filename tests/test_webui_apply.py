@@ -1,4 +1,10 @@
-"""The extension inside the WebUI stand-in: patches in place and undone, listing, loading, applying."""
+"""The extension inside the WebUI stand-in: applying and caching at the tensor level.
+
+STAND-IN, kept for what the real WebUI (tests/test_real_a1111.py, which checks patches, listing, broken
+files, images and generation info) cannot show: attention outputs against the formula at strength 0.5
+and for a weighted mix (an image only shows that something changed), the cache reloading a changed file,
+the fast-path switch reaching the applier object, same-named files, and the Forge UNet patcher (Forge is
+not in the real-WebUI test layer yet)."""
 
 import pytest
 import torch
@@ -29,48 +35,12 @@ def _network(folder, name, seed=1, **config):
     return files.save(network, folder / f"{name}.pt")
 
 
-def test_loading_installs_patches_and_unloading_undoes_them(webui_env):
-    modules, folder, originals = webui_env
-    webui.load_extension()
-    hypernetwork = modules["hypernetwork"]
-    for name, function in originals.items():
-        assert getattr(hypernetwork, name) is not function
-    assert len(modules["patches"].originals["hypernetwork_ext"]) == 7  # all through the WebUI's registry
-    webui.unload_extension()
-    for name, function in originals.items():
-        assert getattr(hypernetwork, name) is function
-    assert not modules["patches"].originals["hypernetwork_ext"]
-
-
-def test_ui_reload_is_idempotent(webui_env):
-    modules, folder, originals = webui_env
-    webui.load_extension()
-    webui.unload_extension()
-    webui.load_extension()  # Reload UI: unloaded, then imported again
-    webui.load_extension()  # and a second import without unloading must not stack patches
-    webui.unload_extension()
-    webui.unload_extension()
-    assert all(getattr(modules["hypernetwork"], name) is function for name, function in originals.items())
-
-
 def test_flag_disables_all_patching(webui_env, capsys):
     modules, folder, originals = webui_env
     modules["shared"].cmd_opts.hypernetwork_ext_no_patches = True
     webui.load_extension()
     assert all(getattr(modules["hypernetwork"], name) is function for name, function in originals.items())
     assert "left unchanged" in capsys.readouterr().out
-
-
-def test_listing_includes_safetensors_and_sets(webui_env):
-    modules, folder, _ = webui_env
-    _network(folder, "a")
-    files.convert(folder / "a.pt", folder / "b.safetensors")
-    (folder / "sub").mkdir()
-    _network(folder / "sub", "d")
-    files.save_optimizer_state(folder / "a.pt", "AdamW", {"state": {}, "param_groups": []})
-    write_set_file(folder / "combo.hnset.json", {"mix": [{"network": "a", "weight": 1}, {"network": "d", "weight": 1}]})
-    webui.load_extension()
-    assert sorted(modules["shared"].hypernetworks) == ["a", "b", "combo", "d"]
 
 
 def test_strength_half_changes_attention_exactly_as_the_formula_predicts(webui_env):
@@ -122,21 +92,6 @@ def test_sets_apply_as_a_weighted_mix(webui_env):
     assert torch.allclose(k, context + 0.5 * ((0.75 * ka + 0.25 * kb) - context), atol=1e-6)
 
 
-def test_a_bad_file_is_reported_and_skipped(webui_env, capsys):
-    modules, folder, _ = webui_env
-    _network(folder, "good")
-    (folder / "broken.pt").write_bytes(b"not a hypernetwork")
-    write_set_file(folder / "dangling.hnset.json", {"sequence": ["good", "missing"]})
-    webui.load_extension()
-    hypernetwork = modules["hypernetwork"]
-    hypernetwork.load_hypernetworks(["broken", "good", "dangling"], [1.0, 0.8, 1.0])
-    loaded = modules["shared"].loaded_hypernetworks
-    assert [h.name for h in loaded] == ["good"] and loaded[0].multiplier == 0.8
-    err = capsys.readouterr().err
-    assert "cannot load hypernetwork 'broken'" in err and "truncated, damaged or not a torch file" in err
-    assert "cannot load hypernetwork 'dangling'" in err and "'missing'" in err
-
-
 def test_changed_files_are_reloaded_unchanged_ones_are_cached(webui_env):
     modules, folder, _ = webui_env
     path = _network(folder, "n", seed=1)
@@ -184,17 +139,6 @@ def test_forge_script_does_nothing_on_a1111(webui_env):
     p = types.SimpleNamespace(sd_model=types.SimpleNamespace())  # no forge_objects: A1111 applies them itself
     entry.HypernetworkExtension().process_before_every_sampling(p)
     assert not hasattr(p.sd_model, "forge_objects")
-
-
-def test_generation_info_records_name_and_hash(webui_env):
-    import types
-    modules, folder, _ = webui_env
-    path = _network(folder, "style")
-    entry = webui.load_extension()
-    modules["hypernetwork"].load_hypernetworks(["style"], [0.7])
-    p = types.SimpleNamespace(extra_generation_params={})
-    entry.HypernetworkExtension().after_extra_networks_activate(p)
-    assert p.extra_generation_params["Hypernet hashes"] == f"style: {files.shorthash(path)}"
 
 
 def test_settings_switch_the_fast_path(webui_env):

@@ -1,6 +1,10 @@
 """The extension started the way each WebUI starts it (webui-interfaces.md §1.2 and §5), in the stand-in
 set up as A1111 1.8, A1111 1.10, Forge and reForge: no error, tabs and settings registered, patches in
-place, a Hypernetworks card page that lists every kind of file, and everything undone on unload."""
+place, a Hypernetworks card page that lists every kind of file, and everything undone on unload.
+
+STAND-IN, kept because ../shared/webui provides A1111 1.8 only (not the 1.6 / 1.10 layout differences),
+and the Forge and reForge builds it also provides are not in the real-WebUI test layer yet; A1111 1.8
+itself is tested for real in tests/test_real_a1111.py."""
 
 from __future__ import annotations
 

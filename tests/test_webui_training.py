@@ -1,4 +1,9 @@
-"""Training through the WebUI's own train_hypernetwork (replaced), on the stand-in with a real tiny ldm model."""
+"""Training through the WebUI's own train_hypernetwork (replaced), on the stand-in with a real tiny ldm model.
+
+STAND-IN, kept for what the real WebUI (tests/test_real_a1111.py) cannot show here in seconds or at all:
+bit-for-bit properties that need many runs of a model that trains in milliseconds (strength forced to 1,
+a generation waiting in the queue changes nothing, the API route waiting for a generation that holds the
+lock), and messages of paths no page reaches. The same flows run end to end in the real WebUI."""
 
 import pytest
 import torch
@@ -175,30 +180,6 @@ def _in_thread(function, *args, **kwargs):
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
     return thread, outcome
-
-
-def test_a_second_training_is_refused_while_one_runs(webui_training):
-    from hypernetwork_ext import ConfigError
-    from hypernetwork_ext.training import TrainingSettings
-    modules, folder, tmp_path = webui_training
-    script = webui.load_extension()
-    shared, hypernetwork = modules["shared"], modules["hypernetwork"]
-    reached, go_on = _pause_at_first_preview(shared)
-    first, outcome = _in_thread(hypernetwork.train_hypernetwork, **_arguments(tmp_path, steps=4))  # the HTTP API's path
-    assert reached.wait(120)
-    try:
-        with pytest.raises(ConfigError, match="training already"):
-            hypernetwork.train_hypernetwork(**_arguments(tmp_path, steps=2))
-        import importlib
-        from modules import devices, processing
-        start = importlib.import_module("hypernetwork_ext_patches.webui_training").start_from_tab(
-            shared, processing, devices, lambda: None, script.training_gate)
-        with pytest.raises(ConfigError, match="training already"):
-            start("style", TrainingSettings(data_dir=str(tmp_path / "data"), max_steps=2))
-    finally:
-        go_on.set()
-        first.join(120)
-    assert "error" not in outcome and outcome["result"][0].step == 4  # the first one was not disturbed
 
 
 def test_generation_during_training_waits_its_turn_and_changes_nothing(webui_training):
