@@ -123,8 +123,15 @@ class _CacheEntry:
         self.last_versions = _versions(context_k, context_v)
 
 
+def _version(tensor: torch.Tensor) -> int:
+    """How often ``tensor`` was changed in place. Tensors made under ``torch.inference_mode`` (Forge and
+    reForge sample, and load networks, inside it) keep no such count and raise on reading it; they are
+    not changed in place outside inference mode, so one value stands for all their versions."""
+    return -1 if tensor.is_inference() else tensor._version
+
+
 def _versions(context_k: torch.Tensor, context_v: torch.Tensor | None) -> tuple[int, int]:
-    return context_k._version, -1 if context_v is None else context_v._version
+    return _version(context_k), -1 if context_v is None else _version(context_v)
 
 
 class FastApplier:
@@ -172,7 +179,7 @@ class FastApplier:
 
     def _check_weights(self) -> None:
         """Drop derived data when any weight changed in place (e.g. a training step, a merge)."""
-        version = tuple(p._version for p in self._parameter_list)
+        version = tuple(_version(p) for p in self._parameter_list)
         if version != self._weights_version:
             self.clear()
             self._weights_version = version

@@ -150,3 +150,23 @@ def test_affine_networks_fold_into_the_projections_at_the_text_width(linear_stac
         fast = applier.project(cond, to_k, to_v)
         k_in, v_in = apply_plain(linear_stack, cond)
         assert _max_error(fast, (to_k(k_in), to_v(v_in))) < 1e-4
+
+
+def test_works_under_inference_mode_with_inference_tensors(make_network, tmp_path):
+    # Forge and reForge sample under torch.inference_mode and load the networks there too: reading the
+    # version counter of such tensors raised "Inference tensors do not track version counter"
+    from hypernetwork_ext import load, save
+    paths = [save(make_network(seed=seed, activation=activation), tmp_path / f"{activation}.pt")
+             for seed, activation in ((1, "linear"), (2, "relu"))]
+    x = torch.randn(2, 77, 48)
+    plain = [load(path) for path in paths]
+    expected = apply_plain(stack([(plain[0], 0.7), (plain[1], 1.0)]), x, x)
+    with torch.inference_mode():
+        networks = [load(path) for path in paths]
+        assert next(networks[0].parameters()).is_inference()
+        applier = FastApplier(stack([(networks[0], 0.7), (networks[1], 1.0)]), cached_widths=(48,))
+        context = x.clone()
+        for _ in range(2):  # computed, then from the text-context cache
+            k, v = applier(context, context)
+            torch.testing.assert_close(k, expected[0], rtol=1e-5, atol=1e-5)
+            torch.testing.assert_close(v, expected[1], rtol=1e-5, atol=1e-5)
