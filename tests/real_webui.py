@@ -28,6 +28,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from browser import free_port
+
 REPO = Path(__file__).resolve().parent.parent
 SHARED_WEBUI = REPO.parent / "shared" / "webui"
 
@@ -139,13 +141,6 @@ def fresh_state(webui: WebUIBuild) -> Path:
     return folder
 
 
-def _free_port() -> int:
-    import socket
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @dataclass
 class RunningWebUI:
     build: WebUIBuild
@@ -231,7 +226,7 @@ class RunningWebUI:
 
 def start(webui: WebUIBuild, *extra_args: str, log_name: str) -> RunningWebUI:
     """Starts the WebUI in its own process group and waits for ``Startup time:``."""
-    port = _free_port()
+    port = free_port()
     command = list(webui.command)
     if "--port" in command:
         command[command.index("--port") + 1] = str(port)
