@@ -126,8 +126,12 @@ def load_adapter(model: str, device: str, model_config: str | None = None):
     if path.is_file() and path.suffix.lower() in CHECKPOINT_SUFFIXES:
         from .adapters.diffusers import DiffusersAdapter
         return DiffusersAdapter(**_single_file_components(path, device, model_config)), False
-    raise ConfigError("model", f"--model {model!r}: give 'tiny', a diffusers model folder, or a .safetensors/.ckpt "
-                               f"checkpoint that exists")
+    raise _not_a_model(model)
+
+
+def _not_a_model(model: str) -> ConfigError:
+    return ConfigError("model", f"--model {model!r}: give 'tiny', a diffusers model folder, or a .safetensors/.ckpt "
+                                f"checkpoint that exists")
 
 
 DEMO_MODEL_NAME = "tiny (built-in demonstration model)"
@@ -157,8 +161,7 @@ def model_attention_widths(model: str) -> tuple[int, ...]:
         return _diffusers_folder_widths(path)
     if path.is_file() and path.suffix.lower() in CHECKPOINT_SUFFIXES:
         return _checkpoint_widths(path)
-    raise ConfigError("model", f"--model {model!r}: give 'tiny', a diffusers model folder, or a .safetensors/.ckpt "
-                               f"checkpoint that exists")
+    raise _not_a_model(model)
 
 
 def _diffusers_folder_widths(folder: Path) -> tuple[int, ...]:
@@ -194,6 +197,14 @@ def _checkpoint_widths(path: Path) -> tuple[int, ...]:
         raise ConfigError("model", f"{path} has no attention weights in the Stable Diffusion layout "
                                    f"(model.diffusion_model...attn1/attn2.to_k)")
     return tuple(cross) + tuple(self_)
+
+
+def prepare_for_model(model: str, hypernetwork, settings: TrainingSettings, resume_from=None):
+    """Every input checked before ``model`` loads: the engine's checks, then the network's widths against the
+    model's (read without its weights)."""
+    prepared = prepare(hypernetwork, settings, resume_from=resume_from)
+    check_widths(prepared.network, model_attention_widths(model), model)
+    return prepared
 
 
 def check_model_config(model: str, model_config: str | None) -> None:
@@ -335,8 +346,7 @@ def run_training(args) -> int:
             raise ConfigError("hypernetwork", f"--hypernetwork {args.hypernetwork!r} does not exist; create one with "
                                               f"`python -m hypernetwork_ext create NAME --out PATH --model {args.model}`")
         check_model_config(args.model, args.model_config)
-        prepared = prepare(args.hypernetwork, settings, resume_from=args.resume)  # every input checked before the model loads
-        check_widths(prepared.network, model_attention_widths(args.model), args.model)
+        prepared = prepare_for_model(args.model, args.hypernetwork, settings, resume_from=args.resume)
         model_info = model_info_of(args.model)
         from .training.distributed import from_environment
         distributed, device = from_environment(args.device)  # several processes under accelerate launch / torchrun

@@ -29,11 +29,8 @@ class StandaloneTraining:
         path = generate_tab.find_network(self.folder, name)
         if path is None:
             raise ConfigError("hypernetwork", f"{name} was not found in {self.folder}; press refresh")
-        from ..train_cli import model_attention_widths
-        from ..training import prepare
-        from ..training.engine import check_widths
-        prepared = prepare(path, settings)  # every input checked before the model loads
-        check_widths(prepared.network, model_attention_widths(self.model), self.model)
+        from ..train_cli import prepare_for_model
+        prepared = prepare_for_model(self.model, path, settings)  # every input checked before the model loads
         if not self.running.acquire(blocking=False):
             raise ConfigError("hypernetwork", "Another training run is going; wait for it or press Interrupt")
         self.stop_requested.clear()
