@@ -36,9 +36,9 @@ def chromium_page():
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         try:
-            page = browser.new_page(viewport={"width": 1280, "height": 1000})
-            page.set_default_timeout(WAIT_MS)
-            yield page
+            context = browser.new_context(viewport={"width": 1280, "height": 1000})
+            context.set_default_timeout(WAIT_MS)  # every page of the context, also ones a test opens
+            yield context.new_page()
         finally:
             browser.close()
 

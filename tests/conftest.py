@@ -30,7 +30,8 @@ def pytest_sessionstart(session):
     session.config.started_at = time.time()
 
 
-REAL_WEBUI_MODULES = {"test_real_a1111.py": "a1111"}  # test module -> the WebUI it builds and starts
+# test module -> the WebUIs it builds and starts (the forks' images are compared with A1111's)
+REAL_WEBUI_MODULES = {"test_real_a1111.py": ("a1111",), "test_real_forks.py": ("a1111", "reforge", "forge")}
 
 
 def pytest_collection_modifyitems(config, items):
@@ -38,8 +39,8 @@ def pytest_collection_modifyitems(config, items):
     real = [item for item in items if item.path.name in REAL_WEBUI_MODULES]
     items[:] = [item for item in items if item not in real] + real
     import real_webui
-    config.webui_builds = {kind: real_webui.Build(kind)
-                           for kind in sorted({REAL_WEBUI_MODULES[item.path.name] for item in real})}
+    kinds = {kind for item in real for kind in REAL_WEBUI_MODULES[item.path.name]}
+    config.webui_builds = {kind: real_webui.Build(kind) for kind in sorted(kinds)}
 
 
 def pytest_terminal_summary(terminalreporter, config):
@@ -48,6 +49,25 @@ def pytest_terminal_summary(terminalreporter, config):
         if path.stat().st_mtime >= config.started_at:
             terminalreporter.write_sep("-", path.stem)
             terminalreporter.write_line(path.read_text().rstrip())
+
+
+@pytest.fixture(scope="session")
+def a1111_build(request):
+    """The A1111 build with this checkout installed, default settings and the test networks written."""
+    import real_webui
+    from real_webui_checks import write_networks
+
+    webui = request.config.webui_builds["a1111"].result()
+    real_webui.install_extension(webui)
+    write_networks(real_webui.fresh_state(webui))
+    return webui
+
+
+@pytest.fixture(scope="session")
+def a1111_plain(a1111_build):
+    """The plain A1111's reference images (rendered once per run, for A1111's tests and the forks')."""
+    from real_webui_checks import plain_a1111_images
+    return plain_a1111_images(a1111_build)
 
 
 def pytest_unconfigure(config):

@@ -15,59 +15,11 @@ import pytest
 
 import real_webui
 from browser import chromium_page, choose, fill, record_html, recorded_html, screenshot, wait_for_text
-from hypernetwork_ext import Hypernetwork, HypernetworkConfig, convert, load, save
-from hypernetwork_ext.stack import write_set_file
-from training_helpers import make_images, same_tensors, weights_of
-
-SD15_SIZES = (768, 320, 640, 1024, 1280)
-PROMPT = "a watercolor painting of a lighthouse"
-# name -> (activation, seed); init std 0.05 so that each network visibly changes a 2-step image
-NETWORKS = {"hn_relu": ("relu", 1), "hn_linear": ("linear", 2), "hn_swish": ("swish", 3)}
-STACK = "<hypernet:hn_relu:0.6> <hypernet:hn_linear:0.5> <hypernet:hn_swish:1>"
-SEQUENCE_SET = {"sequence": [{"network": "hn_relu", "strength": 0.6}, {"network": "hn_linear", "strength": 0.5},
-                             {"network": "hn_swish", "strength": 1}]}
-TRAINING_NETWORKS = ("hn_train_intervals0", "hn_train_previews", "hn_train_no_previews", "hn_train_long",
-                     "hn_train_queue", "hn_train_interrupt", "hn_train_own_tab")
-# what the plain WebUI renders, and our WebUI is compared with: case -> (prompt, settings for that image)
-REFERENCE_CASES = {
-    "none": (PROMPT, {}),
-    "relu": (f"{PROMPT} <hypernet:hn_relu:1>", {}),
-    "linear_0.8": (f"{PROMPT} <hypernet:hn_linear:0.8>", {}),
-    "stack_of_3": (f"{PROMPT} {STACK}", {}),
-    "settings_dropdown": (PROMPT, {"sd_hypernetwork": "hn_relu"}),
-}
-# the fold and the text-context cache change the order of float operations: a stated tolerance
-FAST_PATH_TOLERANCE = 2  # of 255, largest pixel difference
-
-
-def write_networks(folder):
-    for name, (activation, seed) in NETWORKS.items():
-        config = HypernetworkConfig(sizes=SD15_SIZES, layer_structure=(1, 2, 1), activation=activation, init_std=0.05)
-        save(Hypernetwork.create(config, name, seed=seed), folder / f"{name}.pt")
-    convert(folder / "hn_relu.pt", folder / "hn_relu_st.safetensors")
-    write_set_file(folder / "hn_sequence.hnset.json", SEQUENCE_SET)
-    for name in TRAINING_NETWORKS:
-        write_training_network(folder, name)
-
-
-def write_training_network(folder, name):
-    """The same starting weights under each name."""
-    config = HypernetworkConfig(sizes=SD15_SIZES, layer_structure=(1, 2, 1), activation="linear")
-    return save(Hypernetwork.create(config, name, seed=7), folder / f"{name}.pt")
-
-
-def render(running, prompt: str, settings: dict):
-    """Settings go through the options API and are put back after the image: the WebUI's per-request
-    override_settings never restores an option that its config file does not hold yet."""
-    defaults = {"sd_hypernetwork": "None"}
-    if settings:
-        running.set_options(**settings)
-    try:
-        return running.txt2img(prompt)[0]
-    finally:
-        if settings:
-            running.set_options(**{key: defaults[key] for key in settings})
-
+from hypernetwork_ext import load
+from real_webui_checks import (FAST_PATH_TOLERANCE, PROMPT, REFERENCE_CASES, api_training_request, fill_training,
+                               open_page, open_webui_tab, render, train_through_api, training_images,
+                               wait_for_console, write_training_network)
+from training_helpers import same_tensors, weights_of
 
 @pytest.fixture(scope="module")
 def figures():
@@ -78,22 +30,13 @@ def figures():
 
 
 @pytest.fixture(scope="module")
-def built(request):
-    webui = request.config.webui_builds["a1111"].result()
-    real_webui.install_extension(webui)
-    write_networks(real_webui.fresh_state(webui))
-    return webui
+def built(a1111_build):
+    return a1111_build
 
 
 @pytest.fixture(scope="module")
-def plain(built):
-    """The plain WebUI's images for REFERENCE_CASES (it is stopped before the extension's WebUI starts)."""
-    running = real_webui.start(built, "--hypernetwork-ext-no-patches", log_name="a1111-plain")
-    try:
-        images = {case: render(running, prompt, settings) for case, (prompt, settings) in REFERENCE_CASES.items()}
-        return {"images": images, "log": running.log()}
-    finally:
-        running.stop()
+def plain(a1111_plain):
+    return a1111_plain
 
 
 @pytest.fixture(scope="module")
@@ -185,27 +128,6 @@ def test_a_broken_file_is_reported_and_generation_goes_on(webui, plain):
 
 # -- training through the WebUI's own route, on the extension's engine ---------------------------------
 
-def training_images(tmp_path):
-    """Four captioned 64x64 images: the WebUI's SD 1.5 trains a step on them in seconds on this CPU."""
-    return make_images(tmp_path / "data", 4, sizes=((64, 64),))
-
-
-def api_training_request(name, data, logs, steps, preview_every=0, save_every=0):
-    return {"id_task": "", "hypernetwork_name": name, "learn_rate": "1e-3", "batch_size": 1, "gradient_step": 1,
-            "data_root": str(data), "log_directory": str(logs), "training_width": 64, "training_height": 64,
-            "varsize": False, "steps": steps, "clip_grad_mode": "disabled", "clip_grad_value": "0.1",
-            "shuffle_tags": False, "tag_drop_out": 0, "latent_sampling_method": "once", "use_weight": False,
-            "create_image_every": preview_every, "save_hypernetwork_every": save_every,
-            "template_filename": "hypernetwork.txt", "preview_from_txt2img": True, "preview_prompt": PROMPT,
-            "preview_negative_prompt": "", "preview_steps": 2, "preview_sampler_name": "Euler",
-            "preview_cfg_scale": 7, "preview_seed": 5, "preview_width": 64, "preview_height": 64}
-
-
-def train_through_api(webui, request) -> str:
-    """The route's reply text; it reports errors inside a 200 reply, as the WebUI's route does."""
-    return webui.post("/sdapi/v1/train/hypernetwork", request)["info"]
-
-
 def test_api_training_with_both_intervals_0_runs_on_our_engine(webui, tmp_path):
     # the plain WebUI fails here (No such file or directory: .../settings-....json)
     path = webui.build.hypernetwork_dir / "hn_train_intervals0.pt"
@@ -234,13 +156,6 @@ def test_previews_through_txt2img_do_not_change_training(webui, tmp_path):
     assert same_tensors(with_previews, without)
 
 
-def wait_for_console(webui, text: str, after: int, timeout: float = 300) -> None:
-    deadline = time.monotonic() + timeout
-    while text not in webui.log()[after:]:
-        assert time.monotonic() < deadline, f"{text!r} never appeared:\n{webui.log()[after:][-3000:]}"
-        time.sleep(0.2)
-
-
 def test_one_training_at_a_time_and_generation_waits_its_turn(webui, tmp_path):
     data = training_images(tmp_path)
     finished = {}
@@ -266,19 +181,6 @@ def test_one_training_at_a_time_and_generation_waits_its_turn(webui, tmp_path):
 
 
 # -- the real page in Chromium -----------------------------------------------------------------------
-
-def open_page(webui, page):
-    page.goto(webui.url)
-    page.locator("#tab_txt2img").wait_for()
-
-
-def open_webui_tab(page, top: str, sub: str | None = None):
-    """A top-level tab, then one of its own tabs, by exact label (the Train tab has a "Train" tab too)."""
-    exact = lambda label: re.compile(f"^\\s*{re.escape(label)}\\s*$")  # noqa: E731
-    page.locator("#tabs > .tab-nav button").filter(has_text=exact(top)).first.click()
-    if sub:
-        page.locator("#tabs > .tabitem:visible .tab-nav button").filter(has_text=exact(sub)).first.click()
-
 
 def test_create_beta_hypernetwork_in_the_page(webui):
     with chromium_page() as page:
@@ -309,14 +211,6 @@ def sample_progress(page):
             window.__hnext_previews = Math.max(window.__hnext_previews, previews);
         }, 50);
     }""")
-
-
-def fill_training(page, data, logs, steps: int, preview_every: int):
-    fill(page, {"hnext_train_data_dir": data, "hnext_train_log_dir": logs, "hnext_train_learn_rate": "1e-3",
-                "hnext_train_width": 64, "hnext_train_height": 64, "hnext_train_max_steps": steps,
-                "hnext_train_save_every": 0, "hnext_train_preview_every": preview_every,
-                "hnext_train_preview_steps": 2, "hnext_train_preview_width": 64, "hnext_train_preview_height": 64,
-                "hnext_train_preview_prompt": PROMPT})
 
 
 def test_train_gamma_in_the_page(webui, tmp_path):
@@ -411,9 +305,12 @@ def test_reload_ui_applies_every_patch_once_and_unloading_restores_every_origina
         open_webui_tab(page, "Settings")
         page.click("#settings_restart_gradio")
         webui.wait_for_startup(after=offset)
-        open_page(webui, page)
-        open_webui_tab(page, "Train")
-        assert count_tabs(page, "Create Beta hypernetwork") == 1 and count_tabs(page, "Train_Gamma") == 1
+        # The old page reloads itself once the server answers again (the WebUI's restart_reload); a
+        # navigation of our own on it races that reload, so the reloaded UI is read in a new page.
+        reloaded = page.context.new_page()
+        open_page(webui, reloaded)
+        open_webui_tab(reloaded, "Train")
+        assert count_tabs(reloaded, "Create Beta hypernetwork") == 1 and count_tabs(reloaded, "Train_Gamma") == 1
     reports = webui.unload_reports()
     assert len(reports) == 1, reports  # one unload, by the reload
     assert reports[0]["restored"] and reports[0]["checked"] == len(before["patched"]), reports
