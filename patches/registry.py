@@ -55,6 +55,15 @@ class PatchRegistry:
                 return original
         return None
 
+    def add(self, owner, attribute: str, value, reason: str) -> bool:
+        """Provide an attribute the WebUI lacks (a fork removed a function that its own code still calls);
+        the undo deletes it again. False when it exists (nothing is replaced here)."""
+        if hasattr(owner, attribute):
+            return False
+        setattr(owner, attribute, value)
+        self.record(lambda: vars(owner).get(attribute) is value and delattr(owner, attribute), reason)
+        return True
+
     def record(self, undo: Callable[[], object], what: str) -> None:
         """A change that is not an attribute replacement (a registered page), with its undo."""
         self.other_undos.append((undo, what))

@@ -1,9 +1,10 @@
-"""Training inside A1111 / reForge on our engine.
+"""Training inside A1111, reForge and Forge on our engine.
 
-* ``WebUIModelAdapter``: the engine's model is ``shared.sd_model``; the network under training sits
-  in ``shared.loaded_hypernetworks`` so the WebUI's own attention (whichever optimisation is active;
-  they stay on) applies it, and previews render through the WebUI's txt2img processing with
-  extra networks disabled, after which the WebUI's settings and progress state are put back.
+* ``model_adapter``: the engine's model is ``shared.sd_model``; in A1111 the network under training
+  sits in ``shared.loaded_hypernetworks`` so the WebUI's own attention (whichever optimisation is
+  active; they stay on) applies it, in the forks it enters through their UNet patcher; previews
+  render through the WebUI's txt2img processing with extra networks disabled, after which the
+  WebUI's settings and progress state are put back.
 * ``WebUIProgress``: the engine's callbacks drive ``shared.state`` (job count, step, status text with
   the loss chart, live preview image) and its Interrupt flag.
 * ``train_hypernetwork``: the WebUI's function, same signature and reply, running on the engine, so
@@ -27,6 +28,7 @@ from hypernetwork_ext.stack import is_set_file
 from hypernetwork_ext.training import Callbacks, ModelInfo, TrainingSettings, train
 from hypernetwork_ext.ui.train_tab import TrainingStatus
 
+from .forge import ForgeTrainingModel, is_forge_model, load_pending_model
 from .hypernetworks_a1111 import LoadedHypernetwork
 
 STATE_FIELDS = ("job", "job_no", "job_count", "sampling_step", "sampling_steps", "textinfo")
@@ -83,21 +85,12 @@ def webui_sampler_names() -> tuple[str, ...] | None:
     return names or None
 
 
-class WebUIModelAdapter(LdmAdapter):
-    def __init__(self, shared, processing, devices):
-        super().__init__(shared.sd_model, devices.device)
+class WebUIPreviews:
+    """Previews through the WebUI's txt2img processing, its settings and progress state put back after."""
+
+    def __init__(self, shared, processing):
         self.shared, self.processing = shared, processing
         self.preview_samplers = webui_sampler_names()
-
-    def attach(self, applier):
-        network = applier.transform.network
-        loaded = self.shared.loaded_hypernetworks
-        previous = list(loaded)
-        loaded[:] = [LoadedHypernetwork(network.name, "", network=network).set_multiplier(1.0)]
-
-        def undo():
-            loaded[:] = previous
-        return undo
 
     def render_preview(self, request: PreviewRequest):
         state = self.shared.state
@@ -109,6 +102,7 @@ class WebUIModelAdapter(LdmAdapter):
             seed=request.seed, width=request.width, height=request.height, do_not_save_grid=True,
             do_not_save_samples=True)
         p.disable_extra_networks = True  # <hypernet:...> tags must not replace the network under training
+        p.scripts, p.script_args = self._no_scripts(), []  # no script of the page runs in a preview
         try:
             processed = self.processing.process_images(p)
         finally:
@@ -119,6 +113,60 @@ class WebUIModelAdapter(LdmAdapter):
             for name, value in saved_state.items():
                 setattr(state, name, value)
         return processed.images[0]
+
+
+    @staticmethod
+    def _no_scripts():
+        """A script runner without scripts: reForge's txt2img reads ``p.scripts`` unchecked (A1111's takes None)."""
+        try:
+            from modules import scripts
+        except ImportError:
+            return None
+        runner = getattr(scripts, "ScriptRunner", None)
+        return runner() if runner is not None else None
+
+
+class WebUIModelAdapter(WebUIPreviews, LdmAdapter):
+    """A1111: ``shared.sd_model`` is an ``ldm``/``sgm`` model whose attention calls the WebUI's
+    ``apply_hypernetworks``; the network under training goes into ``shared.loaded_hypernetworks``, so the
+    WebUI's own attention (whichever optimisation is active; they stay on) applies it."""
+
+    def __init__(self, shared, processing, devices):
+        LdmAdapter.__init__(self, shared.sd_model, devices.device)
+        WebUIPreviews.__init__(self, shared, processing)
+
+    def attach(self, applier):
+        network = applier.transform.network
+        loaded = self.shared.loaded_hypernetworks
+        previous = list(loaded)
+        loaded[:] = [LoadedHypernetwork(network.name, "", network=network).set_multiplier(1.0)]
+
+        def undo():
+            loaded[:] = previous
+        return undo
+
+
+class ForgeModelAdapter(WebUIPreviews, ForgeTrainingModel):
+    """reForge and Forge: their UNet never reads ``shared.loaded_hypernetworks``; the network under
+    training enters through the UNet patcher's attention patches (see ``forge.py``)."""
+
+    def __init__(self, shared, processing, devices):
+        ForgeTrainingModel.__init__(self, shared.sd_model)
+        WebUIPreviews.__init__(self, shared, processing)
+
+    def attach(self, applier):
+        return self.attach_to_unet(applier)
+
+
+def model_adapter(shared, processing, devices):
+    """The engine's view of the loaded model, for the WebUI that loaded it."""
+    try:
+        from modules import sd_models
+    except ImportError:
+        sd_models = None
+    load_pending_model(sd_models)
+    kind = ForgeModelAdapter if is_forge_model(shared.sd_model) else WebUIModelAdapter
+    return kind(shared, processing, devices)
 
 
 class WebUIProgress:
@@ -208,7 +256,7 @@ def make_train_hypernetwork(shared, processing, devices, gate: TrainingGate, tem
 def train_in_webui(shared, processing, devices, path: Path, settings: TrainingSettings, model_info: ModelInfo):
     """One training run inside the WebUI: its model, its attention, its progress and Interrupt."""
     progress = WebUIProgress(shared.state, settings.max_steps)
-    adapter = WebUIModelAdapter(shared, processing, devices)
+    adapter = model_adapter(shared, processing, devices)
     result = train(adapter, path, settings, callbacks=progress.callbacks(), model_info=model_info)
     shared.reload_hypernetworks()
     return result
@@ -270,6 +318,8 @@ def make_ui_train_hypernetwork(shared, hypernetwork_module, gate: TrainingGate):
 def install(registry, hypernetwork_module, shared, processing, devices, templates, model_info, queue_lock) -> TrainingGate:
     """Replace the WebUI's training functions; returns the gate that Train_Gamma's button shares with them."""
     gate = TrainingGate(queue_lock)
+    if not hasattr(hypernetwork_module, "train_hypernetwork"):
+        return gate  # Forge: no training of its own to replace; Train_Gamma trains through the gate alone
     registry.replace(hypernetwork_module, "train_hypernetwork",
                      make_train_hypernetwork(shared, processing, devices, gate, templates, model_info),
                      "hypernetwork training runs on the extension's engine")

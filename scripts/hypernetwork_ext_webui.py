@@ -48,6 +48,8 @@ def _install(registry):
         return served, None
     gate = importlib.import_module("hypernetwork_ext_patches.webui_training").install(
         registry, hypernetwork, shared, processing, devices, _template_path, _model_info, call_queue.queue_lock)
+    from modules import sd_hijack
+    importlib.import_module("hypernetwork_ext_patches.forge").add_missing_hijack_functions(registry, sd_hijack)
     return served, gate
 
 
@@ -78,8 +80,8 @@ def _trainable_hypernetworks():
     return importlib.import_module("hypernetwork_ext_patches.webui_training").trainable_names(shared.hypernetworks)
 
 
-def on_ui_train_tabs(params):
-    """Create Beta hypernetwork and Train_Gamma, inside the WebUI's Train tab."""
+def build_tabs():
+    """Create Beta hypernetwork and Train_Gamma."""
     import gradio as gr
     from hypernetwork_ext.ui import create_tab, train_tab
 
@@ -94,6 +96,27 @@ def on_ui_train_tabs(params):
         tab["interrupt"].click(fn=lambda: shared.state.interrupt(), inputs=[], outputs=[])
 
 
+class TabHost:
+    """Our tabs go inside the WebUI's Train tab; a WebUI without one (Forge) never asks for Train tabs
+    before it asks for top-level ones, and then they get a top-level "Hypernetworks" tab instead."""
+
+    def __init__(self):
+        self.in_train_tab = False
+
+    def train_tabs(self, _params):
+        self.in_train_tab = True
+        build_tabs()
+
+    def top_level_tabs(self):
+        if self.in_train_tab:
+            return []
+        import gradio as gr
+        with gr.Blocks(analytics_enabled=False) as tabs:
+            with gr.Tabs(elem_id="hnext_tabs"):
+                build_tabs()
+        return [(tabs, "Hypernetworks", "hnext_hypernetworks")]
+
+
 _patches_package()
 registry = importlib.import_module("hypernetwork_ext_patches.registry").PatchRegistry()
 served, training_gate = _install(registry)
@@ -102,7 +125,9 @@ if served is not None:
     script_callbacks.on_before_ui(
         lambda: importlib.import_module("hypernetwork_ext_patches.extra_networks_page").ensure_page(registry))
     if training_gate is not None:
-        script_callbacks.on_ui_train_tabs(on_ui_train_tabs)
+        tab_host = TabHost()
+        script_callbacks.on_ui_train_tabs(tab_host.train_tabs)
+        script_callbacks.on_ui_tabs(tab_host.top_level_tabs)
         script_callbacks.on_app_started(_bind_api_route)
     script_callbacks.on_ui_settings(
         lambda: importlib.import_module("hypernetwork_ext_patches.settings").register(shared, served))

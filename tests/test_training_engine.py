@@ -71,6 +71,20 @@ def test_a_preview_that_uses_global_randomness_still_changes_nothing(workspace):
     assert same_tensors(weights_of(workspace / "d.pt"), weights_of(plain))
 
 
+class FailingPreviewAdapter(DisturbingPreviewAdapter):
+    def render_preview(self, request):
+        raise AttributeError("'NoneType' object has no attribute 'alwayson_scripts'")
+
+
+def test_a_failing_preview_names_the_preview_and_keeps_the_steps_before_it(workspace):
+    with pytest.raises(TrainingError, match=r"^the preview at step 2 failed: AttributeError: 'NoneType' object .*; "
+                                            r"the last good weights are saved as .*tiny-2.pt$"):
+        train(FailingPreviewAdapter(), workspace / "start.pt", settings(workspace, preview_every=2),
+              output_path=workspace / "f.pt", log_dir=workspace / "logs-f")
+    _, plain = run(workspace, "plain", max_steps=2)
+    assert same_tensors(weights_of(workspace / "logs-f" / "hypernetworks" / "tiny-2.pt"), weights_of(plain))
+
+
 @pytest.mark.parametrize("kind", ["ldm", "diffusers"])
 def test_resume_from_a_saved_copy_equals_an_uninterrupted_run(workspace, kind):
     full, full_out = run(workspace, "full", kind, save_every=3)

@@ -57,7 +57,7 @@ def started(request, tmp_path, monkeypatch):
     from modules import ui_extra_networks
     callbacks = modules["callbacks"]
     if not layout.callback_names:
-        for name in ("on_script_unloaded", "on_before_ui", "on_ui_settings", "on_ui_train_tabs"):
+        for name in ("on_script_unloaded", "on_before_ui", "on_ui_settings", "on_ui_train_tabs", "on_ui_tabs"):
             monkeypatch.setattr(callbacks, name, _without_name(getattr(callbacks, name)))
     monkeypatch.setattr(ui_extra_networks, "HYPERNETWORKS_PAGE_BY_DEFAULT", layout.hypernetworks_page)
     originals = {name: getattr(modules["hypernetwork"], name) for name in PATCHED}
@@ -78,8 +78,9 @@ def started(request, tmp_path, monkeypatch):
             callbacks.ui_train_tabs_callback(callbacks.UiTrainTabParams([]))
         if not layout.settings_before_train_tabs:
             callbacks.ui_settings_callback()
+        top_level_tabs = callbacks.ui_tabs_callback()
     yield types.SimpleNamespace(layout=layout, modules=modules, folder=folder, blocks=blocks, script=script_module,
-                                pages=ui_extra_networks.extra_pages, originals=originals)
+                                pages=ui_extra_networks.extra_pages, originals=originals, top_level_tabs=top_level_tabs)
     webui.unload_extension()
     for name, function in originals.items():  # a failed test must not leave patches behind
         setattr(modules["hypernetwork"], name, function)
@@ -95,6 +96,7 @@ def _write_files(folder):
 def test_startup_registers_tabs_settings_and_patches(started, capsys):
     text = str(started.blocks.get_config_file())
     assert "Create Beta hypernetwork" in text and "Train_Gamma" in text
+    assert started.top_level_tabs == []  # they are in the Train tab, so no "Hypernetworks" tab of their own
     assert "hypernetwork_ext_fast_apply" in started.modules["shared"].opts.data_labels
     for name, function in started.originals.items():
         assert getattr(started.modules["hypernetwork"], name) is not function, name

@@ -275,7 +275,10 @@ def train(adapter, hypernetwork_path: str | Path, settings: TrainingSettings, *,
         request = _preview_request(settings, caption, seed, sampler)
         callbacks.say(f"Rendering a preview at step {step}...")
         with _isolated_preview(network, optimizer, settings, adapter, cuda_devices):
-            image = adapter.render_preview(request)
+            try:
+                image = adapter.render_preview(request)
+            except Exception as error:  # the steps up to here are done: say it was the preview that failed
+                raise TrainingError(f"the preview at step {step} failed: {type(error).__name__}: {error}") from error
         images = log_dir / "images"
         images.mkdir(exist_ok=True)
         path = images / f"{name}-{step}.png"

@@ -24,6 +24,10 @@ def on_ui_train_tabs(callback, *, name=None):
     _register("ui_train_tabs", callback, name)
 
 
+def on_ui_tabs(callback, *, name=None):
+    _register("ui_tabs", callback, name)
+
+
 def on_app_started(callback, *, name=None):
     _register("app_started", callback, name)
 
@@ -56,6 +60,10 @@ class UiTrainTabParams:
 def ui_train_tabs_callback(params):
     for callback in callbacks["ui_train_tabs"]:
         callback(params)
+
+
+def ui_tabs_callback():
+    return [tab for callback in callbacks["ui_tabs"] for tab in (callback() or [])]
 
 
 def clear_callbacks():
