@@ -40,7 +40,10 @@ def pytest_collection_modifyitems(config, items):
     items[:] = [item for item in items if item not in real] + real
     import real_webui
     kinds = {kind for item in real for kind in REAL_WEBUI_MODULES[item.path.name]}
-    config.webui_builds = {kind: real_webui.Build(kind) for kind in sorted(kinds)}
+    config.webui_builds, previous = {}, None
+    for kind in real_webui.BUILD_SCRIPTS:  # in the order they are needed, one after the other
+        if kind in kinds:
+            config.webui_builds[kind] = previous = real_webui.Build(kind, after=previous)
 
 
 def pytest_terminal_summary(terminalreporter, config):

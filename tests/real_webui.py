@@ -18,6 +18,7 @@ import shutil
 import signal
 import subprocess
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -65,21 +66,38 @@ class WebUIBuild:
 
 class Build:
     """The build script running in the background (a few minutes the first time, about a second after
-    that), started when the real-WebUI tests are collected so that it overlaps the other tests."""
+    that), started when the real-WebUI tests are collected so that it overlaps the other tests. A build
+    given ``after`` starts when that one has finished: one at a time leaves a core to the other tests."""
 
-    def __init__(self, kind: str):
+    def __init__(self, kind: str, after: "Build | None" = None):
         self.kind = kind
         self.script = SHARED_WEBUI / BUILD_SCRIPTS[kind]
         self.dest = CACHE / f"webui-{kind}"
         self.process = None
+        self._stopped = threading.Event()
+        self._started = threading.Thread(target=self._start, args=(after,), daemon=True)
         if self.script.exists():
             self.dest.mkdir(parents=True, exist_ok=True)
             self.output = open(CACHE / f"build-{kind}.log", "w+")
+            self._started.start()
+
+    def _start(self, after: "Build | None") -> None:
+        if after is not None:
+            after.wait()
+        if not self._stopped.is_set():
             self.process = subprocess.Popen(["bash", str(self.script), str(self.dest)], stdout=self.output,
                                             stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
 
+    def wait(self) -> int | None:
+        if self._started.ident is not None:
+            self._started.join()
+        return self.process.wait() if self.process is not None else None
+
     def stop(self) -> None:
         """A run that ends before its real-WebUI tests leaves no build running (the next one redoes it)."""
+        self._stopped.set()
+        if self._started.ident is not None:
+            self._started.join()
         if self.process is not None and self.process.poll() is None:
             self.process.terminate()
             self.process.wait()
@@ -87,10 +105,10 @@ class Build:
     def result(self) -> WebUIBuild:
         """Waits for the script and reads the start command it prints last:
         ``cd WEBUI && env VAR=... PYTHON launch.py FLAGS``."""
-        if self.process is None:
+        if not self.script.exists():
             pytest.fail(f"{self.script} is missing: the real-WebUI tests need ../shared/webui beside the checkout",
                         pytrace=False)
-        code = self.process.wait()
+        code = self.wait()
         self.output.seek(0)
         printed = self.output.read()
         if code != 0:
