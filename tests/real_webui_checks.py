@@ -9,10 +9,10 @@ import re
 import time
 
 import real_webui
-from browser import fill
+from browser import chromium_page, choose, fill
 from hypernetwork_ext import Hypernetwork, HypernetworkConfig, convert, save
 from hypernetwork_ext.stack import write_set_file
-from training_helpers import make_images
+from training_helpers import make_images, same_tensors, weights_of
 
 SD15_SIZES = (768, 320, 640, 1024, 1280)
 PROMPT = "a watercolor painting of a lighthouse"
@@ -126,3 +126,22 @@ def plain_a1111_images(build) -> dict:
         return {"images": images, "log": running.log()}
     finally:
         running.stop()
+
+
+def train_in_the_webuis_own_tab(webui, tmp_path, name: str) -> None:
+    """The WebUI's own Train tab (A1111's and reForge's), both intervals 0, in Chromium: it trains on our
+    engine and writes the trained weights back (the plain A1111 fails with both intervals 0)."""
+    path = webui.build.hypernetwork_dir / f"{name}.pt"
+    before = weights_of(path)
+    with chromium_page() as page:
+        open_page(webui, page)
+        open_webui_tab(page, "Train", "Train")
+        choose(page, "train_hypernetwork", name, refresh_id="refresh_train_hypernetwork_name")
+        fill(page, {"train_hypernetwork_learn_rate": "1e-3", "train_dataset_directory": training_images(tmp_path),
+                    "train_log_directory": tmp_path / "logs", "train_training_width": 64, "train_training_height": 64,
+                    "train_steps": 2, "train_create_image_every": 0, "train_save_embedding_every": 0})
+        page.locator("#train_training_height input").first.press("Tab")  # a slider takes its number on change
+        page.click("#train_train_hypernetwork")
+        page.wait_for_function("() => (document.querySelector('#ti_output textarea') || {}).value"
+                               "?.includes('Training finished at 2 steps')", timeout=300_000)
+    assert not same_tensors(before, weights_of(path))

@@ -17,8 +17,8 @@ import real_webui
 from browser import chromium_page, choose, fill, record_html, recorded_html, screenshot, wait_for_text
 from hypernetwork_ext import load
 from real_webui_checks import (FAST_PATH_TOLERANCE, PROMPT, REFERENCE_CASES, api_training_request, fill_training,
-                               open_page, open_webui_tab, render, train_through_api, training_images,
-                               wait_for_console, write_training_network)
+                               open_page, open_webui_tab, render, train_in_the_webuis_own_tab, train_through_api,
+                               training_images, wait_for_console, write_training_network)
 from training_helpers import same_tensors, weights_of
 
 @pytest.fixture(scope="module")
@@ -274,21 +274,7 @@ def test_the_hypernetworks_card_page_lists_networks_safetensors_and_sets(webui):
 
 
 def test_the_webuis_own_train_tab_runs_on_our_engine_with_both_intervals_0(webui, tmp_path):
-    before = weights_of(webui.build.hypernetwork_dir / "hn_train_own_tab.pt")
-    with chromium_page() as page:
-        open_page(webui, page)
-        open_webui_tab(page, "Train", "Train")
-        choose(page, "train_hypernetwork", "hn_train_own_tab", refresh_id="refresh_train_hypernetwork_name")
-        data = training_images(tmp_path)
-        fill(page, {"train_hypernetwork_learn_rate": "1e-3", "train_dataset_directory": data,
-                    "train_log_directory": tmp_path / "logs", "train_training_width": 64, "train_training_height": 64,
-                    "train_steps": 2, "train_create_image_every": 0, "train_save_embedding_every": 0})
-        page.locator("#train_training_height input").first.press("Tab")  # a slider takes its number on change
-        page.click("#train_train_hypernetwork")
-        page.wait_for_function("() => (document.querySelector('#ti_output textarea') || {}).value"
-                               "?.includes('Training finished at 2 steps')", timeout=300_000)
-    after = weights_of(webui.build.hypernetwork_dir / "hn_train_own_tab.pt")
-    assert not same_tensors(before, after)
+    train_in_the_webuis_own_tab(webui, tmp_path, "hn_train_own_tab")
 
 
 # -- last: Settings -> Reload UI (every script is unloaded and loaded again) ---------------------------

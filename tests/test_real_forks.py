@@ -15,8 +15,8 @@ import pytest
 import real_webui
 from browser import chromium_page, choose, fill, screenshot, wait_for_text
 from real_webui_checks import (FAST_PATH_TOLERANCE, PROMPT, REFERENCE_CASES, api_training_request, fill_training,
-                               open_page, open_webui_tab, render, train_through_api, training_images,
-                               write_networks, write_training_network)
+                               open_page, open_webui_tab, render, train_in_the_webuis_own_tab, train_through_api,
+                               training_images, write_networks, write_training_network)
 from training_helpers import same_tensors, weights_of
 
 FORKS = ("reforge", "forge")
@@ -140,6 +140,16 @@ def test_train_gamma_trains_through_the_forks_unet_with_previews(fork, a1111_pla
     assert len(previews) == 1, previews  # step 2, through the fork's txt2img
     after = real_webui.largest_difference(render(fork, *REFERENCE_CASES["relu"]), a1111_plain["images"]["relu"])
     assert after <= FORK_TOLERANCE  # generation after training is as before (nothing of the training left behind)
+
+
+def test_reforges_own_train_tab_runs_on_our_engine(fork, tmp_path):
+    if kind(fork) == "reforge":
+        train_in_the_webuis_own_tab(fork, tmp_path, "hn_train_own_tab")
+        return
+    with chromium_page() as page:  # Forge has no Train tab: ours are the only training tabs, in their own tab
+        open_page(fork, page)
+        top_level = [text.strip() for text in page.locator("#tabs > .tab-nav button").all_inner_texts()]
+        assert "Train" not in top_level and top_level.count("Hypernetworks") == 1, top_level
 
 
 def test_reforges_own_training_route_runs_on_our_engine(fork, tmp_path):
