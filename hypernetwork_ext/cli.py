@@ -1,4 +1,5 @@
-"""``python -m hypernetwork_ext``: create, inspect, convert, merge; train and demo (see ``train_cli.py``).
+"""``python -m hypernetwork_ext``: create, inspect, convert, merge; train and demo (see ``train_cli.py``); sweep
+(``sweep_cli.py``).
 
 Every user error ends the program with exit status 2 and one line on stderr starting with ``error:``.
 """
@@ -237,6 +238,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     from .train_cli import add_commands
     add_commands(commands)
+    from .sweep_cli import add_sweep_command
+    add_sweep_command(commands)
     return parser
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import importlib.util
 import os
 import signal
 import sys
@@ -363,7 +364,8 @@ def run_training(args) -> int:
 
 
 def _train_with_progress(adapter, hypernetwork, settings, resume=None, out=None, log_dir=None, distributed=None,
-                         prepared=None, model_info=ModelInfo()):
+                         prepared=None, model_info=ModelInfo(), also: Callbacks | None = None):
+    """Training with a progress bar and Ctrl+C; ``also``: callbacks that hear the run too (a sweep's)."""
     from tqdm import tqdm
 
     main = distributed is None or distributed.is_main
@@ -387,6 +389,9 @@ def _train_with_progress(adapter, hypernetwork, settings, resume=None, out=None,
     with ctrl_c_stops_training() as should_stop:
         callbacks = Callbacks(status=say, progress=progress, loss=lambda point: last_loss.append(point.loss),
                               should_stop=should_stop)
+        if also is not None:
+            from .training.sweep import combined
+            callbacks = combined(callbacks, also)
         try:
             result = train(adapter, hypernetwork, settings, output_path=out, resume_from=resume, callbacks=callbacks,
                            log_dir=log_dir, distributed=distributed, prepared=prepared, model_info=model_info)
@@ -498,7 +503,8 @@ def add_commands(commands) -> None:
     add_verbose_flag(demo)
     demo.set_defaults(run=run_demo)
 
-    app = commands.add_parser("app", help="a local web app (127.0.0.1) with the Create Beta hypernetwork and Train_Gamma tabs")
+    app = commands.add_parser("app", help="a local web app (127.0.0.1) with the Create Beta hypernetwork, Train_Gamma, "
+                                          "Sweep and Generate tabs")
     app.add_argument("--port", type=int, default=7870, metavar="N", help="the port on 127.0.0.1 to serve on")
     app.add_argument("--folder", default="hypernetworks", metavar="DIR", help="where hypernetworks are read and written")
     app.add_argument("--model", default="tiny", help="model to train on: tiny, a diffusers folder or a checkpoint")
@@ -508,19 +514,21 @@ def add_commands(commands) -> None:
 
 
 def run_app(args) -> None:
-    try:
-        import gradio  # noqa: F401
-    except ImportError:
-        raise ConfigError("app", "the app needs Gradio: pip install 'hypernetwork-ext[app]'") from None
+    if importlib.util.find_spec("gradio") is None:
+        raise ConfigError("app", "the app needs Gradio: pip install 'hypernetwork-ext[app]'")
     check_model_config(args.model, args.model_config)
     from .ui.app import launch
     print(f"Serving on http://127.0.0.1:{args.port} (Ctrl+C to stop)")
     launch(args.folder, args.port, model=args.model, model_config=args.model_config)
 
 
-def _split_and_run(args) -> int:
+def split_settings_flags(args) -> argparse.Namespace:
+    """A command's own arguments, with its training-setting flags apart in ``settings_flags``."""
     setting_keys = {spec.key for spec in SETTINGS_INFO}
     own = {key: value for key, value in vars(args).items() if key not in setting_keys}
-    args = argparse.Namespace(**own, settings_flags=argparse.Namespace(
+    return argparse.Namespace(**own, settings_flags=argparse.Namespace(
         **{key: value for key, value in vars(args).items() if key in setting_keys}))
-    return run_training(args)
+
+
+def _split_and_run(args) -> int:
+    return run_training(split_settings_flags(args))
