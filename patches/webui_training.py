@@ -26,6 +26,7 @@ from hypernetwork_ext.adapters.ldm import LdmAdapter
 from hypernetwork_ext.errors import ConfigError
 from hypernetwork_ext.stack import is_set_file
 from hypernetwork_ext.training import Callbacks, ModelInfo, TrainingSettings, train
+from hypernetwork_ext.training.sweep import combined
 from hypernetwork_ext.ui.train_tab import TrainingStatus
 
 from .forge import ForgeTrainingModel, is_forge_model, load_pending_model
@@ -253,11 +254,14 @@ def make_train_hypernetwork(shared, processing, devices, gate: TrainingGate, tem
     return train_hypernetwork
 
 
-def train_in_webui(shared, processing, devices, path: Path, settings: TrainingSettings, model_info: ModelInfo):
-    """One training run inside the WebUI: its model, its attention, its progress and Interrupt."""
+def train_in_webui(shared, processing, devices, path: Path, settings: TrainingSettings, model_info: ModelInfo,
+                   also: Callbacks | None = None, **train_options):
+    """One training run inside the WebUI: its model, its attention, its progress and Interrupt. ``also``: callbacks
+    that hear the run too (the Sweep tab's); ``train_options``: more of ``train``'s (``output_path``, ``log_dir``)."""
     progress = WebUIProgress(shared.state, settings.max_steps)
+    callbacks = progress.callbacks() if also is None else combined(progress.callbacks(), also)
     adapter = model_adapter(shared, processing, devices)
-    result = train(adapter, path, settings, callbacks=progress.callbacks(), model_info=model_info)
+    result = train(adapter, path, settings, callbacks=callbacks, model_info=model_info, **train_options)
     shared.reload_hypernetworks()
     return result
 

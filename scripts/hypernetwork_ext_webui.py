@@ -80,10 +80,16 @@ def _trainable_hypernetworks():
     return importlib.import_module("hypernetwork_ext_patches.webui_training").trainable_names(shared.hypernetworks)
 
 
+def _hypernetwork_file(name):
+    """The file of a listed hypernetwork (None: not listed)."""
+    path = shared.hypernetworks.get(name)
+    return Path(path) if path else None
+
+
 def build_tabs():
-    """Create Beta hypernetwork and Train_Gamma."""
+    """Create Beta hypernetwork, Train_Gamma and Sweep."""
     import gradio as gr
-    from hypernetwork_ext.ui import create_tab, train_tab
+    from hypernetwork_ext.ui import create_tab, sweep_tab, train_tab
 
     with gr.Tab(label="Create Beta hypernetwork", id="hnext_create_tab"):
         create_tab.build(gr, lambda: shared.cmd_opts.hypernetwork_dir, on_created=shared.reload_hypernetworks)
@@ -93,6 +99,12 @@ def build_tabs():
         start = webui_training.start_from_tab(shared, processing, devices, _model_info, training_gate, progress)
         tab = train_tab.build(gr, _trainable_hypernetworks, start, progress_js="hnext_start_training",
                               preview_samplers=webui_training.webui_sampler_names() or ())
+        tab["interrupt"].click(fn=lambda: shared.state.interrupt(), inputs=[], outputs=[])
+    with gr.Tab(label="Sweep", id="hnext_sweep_tab"):
+        from modules import devices, processing
+        run = importlib.import_module("hypernetwork_ext_patches.webui_sweep").run_from_tab(
+            shared, processing, devices, _model_info, training_gate)
+        tab = sweep_tab.build(gr, _trainable_hypernetworks, _hypernetwork_file, run)
         tab["interrupt"].click(fn=lambda: shared.state.interrupt(), inputs=[], outputs=[])
 
 

@@ -75,3 +75,33 @@ def test_create_train_and_generate_in_the_browser(app_page):
     wait_for_text(page, "hnext_generate_message", "Generated with browser_net at strength 1")
     page.locator("#hnext_generate_image img").first.wait_for()
     screenshot(page, "app_generate_tab")
+
+
+def test_a_sweep_in_the_browser(app_page):
+    """Two new networks × one settings file, two steps each on the tiny model: the table's two rows, a preview of
+    each side by side, and the chart of both loss curves."""
+    from hypernetwork_ext.training import TrainingSettings
+    page, folder, tmp_path = app_page
+    settings = TrainingSettings(data_dir=str(make_images(tmp_path / "data", 2, sizes=((64, 64),))), width=64,
+                                height=64, max_steps=2, learn_rate="1e-3", save_every=0, preview_every=2,
+                                preview={"steps": 2, "width": 64, "height": 64, "seed": 1})
+    settings.save(tmp_path / "tiny.json")
+    out = tmp_path / "sweep"
+    open_tab(page, "Sweep")
+    fill(page, {"hnext_sweep_creation": "layers=1,2,1; activation=relu\nlayers=1,1", "hnext_sweep_out_dir": out,
+                "hnext_sweep_settings_files": tmp_path / "tiny.json", "hnext_sweep_overrides": "lern_rate=1e-3"})
+    page.click("#hnext_sweep_run")
+    wait_for_text(page, "hnext_sweep_overrides_message", "unknown setting 'lern_rate' (did you mean learn_rate?)")
+    assert not out.exists()  # nothing was started
+    fill(page, {"hnext_sweep_overrides": ""})
+    page.click("#hnext_sweep_run")
+    wait_for_text(page, "hnext_sweep_status", "Sweep finished: 2 of 2 combinations trained")
+    rows = page.locator("#hnext_sweep_table tbody tr")
+    assert rows.count() == 2, page.inner_html("#hnext_sweep_table")
+    assert rows.nth(0).inner_text().split("\t")[:3] == ["1", "layers=1,2,1 activation=relu", "finished"]
+    assert rows.nth(1).inner_text().split("\t")[:3] == ["2", "layers=1,1", "finished"]
+    page.locator("#hnext_sweep_chart img").first.wait_for()
+    page.locator("#hnext_sweep_gallery img").nth(1).wait_for()  # both previews
+    assert "unknown setting" not in page.inner_text("#hnext_sweep_overrides_message")  # the message went away
+    assert sorted(path.name for path in out.glob("*.pt")) == ["1_layers-1-2-1_activation-relu.pt", "2_layers-1-1.pt"]
+    screenshot(page, "app_sweep_tab")

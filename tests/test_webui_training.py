@@ -279,3 +279,43 @@ def test_train_gamma_lists_only_networks_and_the_webui_refuses_to_train_a_set(we
     with pytest.raises(ConfigError, match=r"combo.hnset.json is a set of hypernetworks; sets apply, they do not train"):
         modules["hypernetwork"].train_hypernetwork(**_arguments(tmp_path, name="combo"))  # the WebUI's own Train tab
     assert (folder / "combo.hnset.json").read_bytes() == before
+
+
+# -- the Sweep tab (issue 12) -------------------------------------------------------------------------------
+
+def test_the_sweep_tab_follows_train_gamma_and_sweeps_as_one_training_that_interrupt_stops(webui_training):
+    """The tab's own handler, as its Run button calls it: the WebUI's training path for each combination, under the
+    gate that the WebUI's training shares (a second training is refused meanwhile), Interrupt through shared.state."""
+    gr = pytest.importorskip("gradio")
+    from hypernetwork_ext import ConfigError
+    from hypernetwork_ext.training import TrainingSettings
+    modules, folder, tmp_path = webui_training
+    webui.load_extension()
+    callbacks, shared = modules["callbacks"], modules["shared"]
+    with gr.Blocks() as blocks:
+        with gr.Tabs(elem_id="train_tabs"):
+            callbacks.ui_train_tabs_callback(callbacks.UiTrainTabParams([]))
+    tabs = [c["props"]["label"] for c in blocks.get_config_file()["components"] if c["type"] == "tabitem"]
+    assert tabs == ["Create Beta hypernetwork", "Train_Gamma", "Sweep"]
+    run_sweep = next(function.fn for function in blocks.fns if function.fn.__name__ == "replies")
+
+    TrainingSettings(data_dir=str(tmp_path / "data"), width=64, height=64, max_steps=4, batch_size=2, learn_rate="1e-3",
+                     save_every=0, preview_every=2, preview={"steps": 2, "width": 64, "height": 64, "seed": 1,
+                                                             "sampler": "Euler"}).save(tmp_path / "base.json")
+    reached, go_on = _pause_at_first_preview(shared)
+    out = tmp_path / "sweep"
+    form = (["style"], "", 0, str(tmp_path / "base.json"), "seed=1,2", str(out), False, 20)
+    sweep, replies = _in_thread(lambda: list(run_sweep(*form)))
+    assert reached.wait(120)
+    with pytest.raises(ConfigError, match="A hypernetwork is training already"):
+        modules["hypernetwork"].train_hypernetwork(**_arguments(tmp_path, steps=2, preview_every=0))
+    shared.state.interrupt()  # the tab's Interrupt
+    go_on.set()
+    sweep.join(120)
+    assert "error" not in replies, replies.get("error")
+    status, table, _, _, problems = replies["result"][-1]
+    assert "Sweep interrupted: 1 of 2 combinations trained, 1 skipped" in status and problems == {}
+    assert "<td>interrupted</td>" in table and "<td>skipped</td>" in table
+    assert files.load(out / "1_style__seed-1.pt").step == 2 and not (out / "2_style__seed-2.pt").exists()
+    assert files.load(folder / "style.pt").step == 0  # the start was only read
+    assert shared.state.job == ""  # the sweep's job has ended

@@ -566,7 +566,8 @@ def render_sweep_chart(rows: Sequence[SweepRow], window: int) -> Image.Image:
     draw = ImageDraw.Draw(image)
     left, right, top, bottom = 70, CHART_WIDTH - 20, 30, PLOT_HEIGHT
     draw.rectangle([left, top, right, bottom], outline=(120, 120, 120))
-    draw.text((left, 8), f"loss of each combination (moving average over {window} steps)", fill=(0, 0, 0))
+    title = f"loss of each combination (moving average over {window} steps)"
+    draw.text(((CHART_WIDTH - draw.textlength(title)) / 2, 8), title, fill=(0, 0, 0))  # centred: a page's label sits left
     curves = [(row, [step for step, _ in row.curve], moving_average([loss for _, loss in row.curve], window))
               for row in rows if row.curve]
     for number, row in enumerate(rows):

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ..config import DEFAULT_SIZES
 from ..errors import ConfigError
-from . import create_tab, generate_tab, train_tab
+from . import create_tab, generate_tab, sweep_tab, train_tab
 
 
 class StandaloneTraining:
@@ -65,6 +65,39 @@ class StandaloneTraining:
             changes.put(None)
 
 
+class StandaloneSweep:
+    """The Sweep tab's ``run`` in the app: every combination checked, then the model (--model) loaded once and the
+    combinations trained one after another; ``running`` is Train_Gamma's lock, so one training runs at a time.
+    Interrupt stops the current combination at its next step and skips the rest."""
+
+    def __init__(self, model: str, model_config: str | None, running: threading.Lock):
+        self.model, self.model_config, self.running = model, model_config, running
+        self.stop_requested = threading.Event()
+
+    def interrupt(self):
+        self.stop_requested.set()
+
+    def run(self, plan, out_dir, overwrite, report):
+        from ..train_cli import load_adapter, model_info_of, prepare_for_model
+        from ..training import train
+        from ..training.sweep import prepare_sweep, run_sweep
+        prepared = prepare_sweep(plan, out_dir, lambda start, settings: prepare_for_model(self.model, start, settings),
+                                 overwrite)
+        if not self.running.acquire(blocking=False):
+            raise ConfigError("sweep", "Another training run is going; wait for it or press Interrupt")
+        try:
+            self.stop_requested.clear()
+            adapter, _ = load_adapter(self.model, "auto", self.model_config)
+            model_info = model_info_of(self.model)
+
+            def train_one(start, settings, output, log_dir, callbacks):
+                return train(adapter, start, settings, output_path=output, log_dir=log_dir, callbacks=callbacks,
+                             model_info=model_info)
+            return run_sweep(prepared, train_one, should_stop=self.stop_requested.is_set, on_change=report)
+        finally:
+            self.running.release()
+
+
 def _next_change(changes: queue.Queue) -> bool:
     """Waits for a change; False once the run has ended. Changes that queued up meanwhile become one update."""
     change = changes.get()
@@ -90,6 +123,11 @@ def build_app(folder: str | Path, model: str = "tiny", model_config: str | None 
             training = StandaloneTraining(folder, model, model_config)
             tab = train_tab.build(gr, names, training.start)
             tab["interrupt"].click(fn=training.interrupt, inputs=[], outputs=[], queue=False)  # not behind the run
+        with gr.Tab("Sweep"):
+            sweeps = StandaloneSweep(model, model_config, training.running)
+            tab = sweep_tab.build(gr, names, lambda name: generate_tab.find_network(folder, name), sweeps.run,
+                                  sizes=_attention_widths(model))
+            tab["interrupt"].click(fn=sweeps.interrupt, inputs=[], outputs=[], queue=False)
         with gr.Tab("Generate"):
             generate_tab.build(gr, names, generate_tab.make_generate(folder, _cached_adapter(model, model_config)))
     return app
