@@ -23,6 +23,8 @@ from hypernetwork_ext.training.engine import check_widths, prepare, preview_samp
 from hypernetwork_ext.stack import read_set_file
 from hypernetwork_ext.training.dataset import fit_batching, read_template, scan_folder
 from hypernetwork_ext.training.schedule import StepSchedule
+from hypernetwork_ext.training.sweep import (SweepPlan, creation_start, load_settings_file, override_line,
+                                             prepare_sweep, settings_variants)
 
 
 @dataclass(frozen=True)
@@ -145,6 +147,27 @@ def _template(text):
     return run
 
 
+def _created(spec: str):
+    from hypernetwork_ext.models.tiny import TINY_ATTENTION_WIDTHS
+    return creation_start(spec, TINY_ATTENTION_WIDTHS)
+
+
+def _variants(*lines: str):
+    return settings_variants([("", TrainingSettings())], [override_line(line) for line in lines])
+
+
+def _sweep_into_a_used_folder(tmp: Path):
+    (tmp / "out").mkdir()
+    (tmp / "out" / "sweep_results.json").write_text("{}")
+    return prepare_sweep(SweepPlan((_created("layers=1,1"),)), tmp / "out", lambda *a: None)
+
+
+def _sweep_without_its_dataset(tmp: Path):
+    """What every host checks for each combination before it loads a model."""
+    variants = settings_variants([("", TrainingSettings(data_dir=str(tmp / "nowhere")))])
+    return prepare_sweep(SweepPlan((_created("layers=1,1"),), variants), tmp / "out", prepare)
+
+
 ROWS: list[Row] = [
     Row("layer structure", "empty", lambda t: parse_layer_structure(""), "Layer structure is empty"),
     Row("layer structure", "letters", lambda t: parse_layer_structure("1, a, 1"), "entry 2 ('a') is not a number"),
@@ -207,6 +230,28 @@ ROWS: list[Row] = [
     Row("settings JSON", "unknown keys", _settings({"colour": 1}), "unknown setting: colour"),
     Row("settings JSON", "text where a number belongs", _settings({"tag_dropout": "lots"}), "wrong kind"),
     Row("settings JSON", "text in a switched-off part", _settings({"cosine": {"min_rate": "x"}}), "Cosine min rate must be a number"),
+    Row("sweep", "nothing to sweep", lambda t: SweepPlan(()), "Nothing to sweep: give a starting hypernetwork or a creation variant"),
+    Row("sweep", "an override of an unknown setting", lambda t: override_line("lern_rate=1e-3,5e-4"),
+        "unknown setting 'lern_rate' (did you mean learn_rate?)"),
+    Row("sweep", "an override without '='", lambda t: override_line("learn_rate"), "write key=value1,value2"),
+    Row("sweep", "an override without values", lambda t: override_line("seed="), "seed has no values after '='"),
+    Row("sweep", "a value listed twice", lambda t: override_line("seed=1,1"), "seed lists 1 twice"),
+    Row("sweep", "a setting swept on two lines", lambda t: _variants("seed=1,2", "seed=3,4"), "seed is swept on two lines"),
+    Row("sweep", "an override value the setting does not take", lambda t: _variants("max_steps=0,10"),
+        "Settings max_steps=0: Max steps (0) must be at least 1"),
+    Row("sweep", "an on/off setting given another word", lambda t: _variants("flip=maybe"),
+        "Settings flip=maybe: flip: 'maybe' is neither on nor off; write true or false"),
+    Row("sweep", "a creation variant with an unknown key", lambda t: _created("layers=1,2,1; colour=red"),
+        "unknown key 'colour'; use sizes, layers, activation"),
+    Row("sweep", "a creation variant with a bad layer structure", lambda t: _created("layers=1,a,1"),
+        "Creation variant: Layer structure: entry 2 ('a') is not a number"),
+    Row("sweep", "the same network twice", lambda t: SweepPlan((_created("layers=1,1"), _created("layers=1, 1; init=normal"))),
+        "are the same network; give it once"),
+    Row("sweep", "a settings file that is missing", lambda t: load_settings_file(t / "missing.json"), "cannot be read"),
+    Row("sweep", "an output folder holding an earlier sweep's results", _sweep_into_a_used_folder,
+        "already holds results of a sweep (sweep_results.json); choose another output folder, or allow overwriting"),
+    Row("sweep", "a combination whose dataset folder is missing", _sweep_without_its_dataset,
+        "layers=1,1: Dataset directory"),
     Row("hypernetwork file", "empty", _file(b""), "the file is empty"),
     Row("hypernetwork file", "random bytes", _file(bytes(range(256)) * 4), "truncated, damaged or not a torch file"),
     Row("hypernetwork file", "truncated", lambda t: (_saved(lambda d: None)(t), (t / "n.pt").write_bytes((t / "n.pt").read_bytes()[:500]), files.load(t / "n.pt")), "truncated"),

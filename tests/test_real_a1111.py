@@ -277,6 +277,38 @@ def test_the_webuis_own_train_tab_runs_on_our_engine_with_both_intervals_0(webui
     train_in_the_webuis_own_tab(webui, tmp_path, "hn_train_own_tab")
 
 
+def test_the_sweep_tab_in_the_page(webui, tmp_path):
+    """The Sweep tab after Train_Gamma: one starting network × two learning rates, two steps each through the
+    WebUI's training path (previews through its txt2img); the table's two rows, a preview of each, the chart."""
+    from hypernetwork_ext.training import TrainingSettings
+    folder = webui.build.hypernetwork_dir
+    write_training_network(folder, "hn_sweep_start")  # copied in while the WebUI runs
+    start = weights_of(folder / "hn_sweep_start.pt")
+    TrainingSettings(data_dir=str(training_images(tmp_path)), width=64, height=64, max_steps=2, save_every=0,
+                     preview_every=2, preview={"prompt": PROMPT, "steps": 2, "width": 64, "height": 64, "seed": 5,
+                                               "sampler": "Euler"}).save(tmp_path / "sweep.json")
+    out = tmp_path / "sweep"
+    with chromium_page() as page:
+        open_page(webui, page)
+        open_webui_tab(page, "Train", "Sweep")
+        choose(page, "hnext_sweep_hypernetworks", "hn_sweep_start", refresh_id="hnext_sweep_refresh")
+        fill(page, {"hnext_sweep_settings_files": tmp_path / "sweep.json", "hnext_sweep_out_dir": out,
+                    "hnext_sweep_overrides": "learn_rate=1e-3,5e-4"})
+        page.click("#hnext_sweep_run")
+        page.locator("#hnext_sweep_status", has_text="Sweep finished: 2 of 2 combinations trained").wait_for(
+            timeout=600_000)
+        rows = page.locator("#hnext_sweep_table tbody tr")
+        assert rows.count() == 2, page.inner_html("#hnext_sweep_table")
+        assert [rows.nth(index).inner_text().split("\t")[2] for index in (0, 1)] == ["finished", "finished"]
+        page.locator("#hnext_sweep_chart img").first.wait_for()
+        page.locator("#hnext_sweep_gallery img").nth(1).wait_for()  # a preview of each combination
+        screenshot(page, "real_a1111_sweep_tab")
+    trained = [weights_of(out / f"{name}.pt") for name in ("1_hn_sweep_start__learn_rate-1e-3",
+                                                           "2_hn_sweep_start__learn_rate-5e-4")]
+    assert not same_tensors(start, trained[0]) and not same_tensors(trained[0], trained[1])
+    assert same_tensors(start, weights_of(folder / "hn_sweep_start.pt"))  # the start was only read
+
+
 # -- last: Settings -> Reload UI (every script is unloaded and loaded again) ---------------------------
 
 def count_tabs(page, label: str) -> int:
@@ -297,6 +329,7 @@ def test_reload_ui_applies_every_patch_once_and_unloading_restores_every_origina
         open_page(webui, reloaded)
         open_webui_tab(reloaded, "Train")
         assert count_tabs(reloaded, "Create Beta hypernetwork") == 1 and count_tabs(reloaded, "Train_Gamma") == 1
+        assert count_tabs(reloaded, "Sweep") == 1
     reports = webui.unload_reports()
     assert len(reports) == 1, reports  # one unload, by the reload
     assert reports[0]["restored"] and reports[0]["checked"] == len(before["patched"]), reports

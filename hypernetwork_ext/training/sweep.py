@@ -284,8 +284,9 @@ def settings_variants(bases: Sequence[tuple[str, TrainingSettings]],
             label = " ".join(value if key == "settings" else f"{key}={value}" for key, value in shown)
             try:
                 settings = overridden(base, changes)
-            except ConfigError as error:
-                raise ConfigError(error.field, f"Settings {label or base_label or 'as given'}: {error.message}") from None
+            except ConfigError as error:  # named by all it changes: the value at fault may be in every variant
+                given = " ".join([base_label] * (len(bases) > 1) + [f"{key}={value}" for key, value in changes])
+                raise ConfigError(error.field, f"Settings {given or 'as given'}: {error.message}") from None
             variants.append(SettingsVariant(label, shown, settings))
     return tuple(variants)
 
