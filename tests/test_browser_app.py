@@ -105,3 +105,10 @@ def test_a_sweep_in_the_browser(app_page):
     assert "unknown setting" not in page.inner_text("#hnext_sweep_overrides_message")  # the message went away
     assert sorted(path.name for path in out.glob("*.pt")) == ["1_layers-1-2-1_activation-relu.pt", "2_layers-1-1.pt"]
     screenshot(page, "app_sweep_tab")
+
+    fill(page, {"hnext_sweep_overrides": "max_steps=2000\npreview_every=0", "hnext_sweep_out_dir": tmp_path / "long"})
+    page.click("#hnext_sweep_run")
+    wait_for_text(page, "hnext_sweep_status", "of 2000")
+    page.click("#hnext_sweep_interrupt")
+    wait_for_text(page, "hnext_sweep_status", "Sweep interrupted: 1 of 2 combinations trained, 1 skipped")
+    assert [path.name for path in (tmp_path / "long").glob("*.pt")] == ["1_layers-1-2-1_activation-relu.pt"]

@@ -70,6 +70,15 @@ class Start:
     path: Path | None = None
     config: HypernetworkConfig | None = None
 
+    def __post_init__(self):
+        if (self.path is None) == (self.config is None):
+            raise ValueError("a Start is a file or a configuration to create, one of the two")
+
+    @property
+    def file_name(self) -> str:
+        """Of a created start: its file in ``<out>/starts/``, and the name stored in it."""
+        return f"{file_safe(self.label)}.pt"
+
 
 @dataclass(frozen=True)
 class SettingsVariant:
@@ -117,9 +126,11 @@ class SweepPlan:
         if twins:
             raise ConfigError("starts", f"Starting points '{self.starts[twins[0]].label}' and "
                                         f"'{self.starts[twins[1]].label}' are the same network; give it once")
+        created = [start for start in self.starts if start.config is not None]
         for labels, what, field_name in (([start.label for start in self.starts], "Starting point", "starts"),
                                          ([variant.label for variant in self.variants], "Training settings",
-                                          "variants")):
+                                          "variants"),
+                                         ([start.file_name for start in created], "Created start file", "starts")):
             twins = _first_repeat(labels)
             if twins:
                 raise ConfigError(field_name, f"{what} '{labels[twins[0]]}' is listed twice; each combination is "
@@ -325,7 +336,7 @@ def prepare_sweep(plan: SweepPlan, out_dir: str | Path, check: Callable[[Path, T
     start_files = {start.label: start.path for start in plan.starts if start.path is not None}
     for start in plan.starts:
         if start.config is not None:
-            start_files[start.label] = out_dir / "starts" / f"{file_safe(start.label)}.pt"
+            start_files[start.label] = out_dir / "starts" / start.file_name
     prepared = PreparedSweep(plan, out_dir, tuple(combinations), start_files)
     if not overwrite:
         earlier = [path for path in [out_dir / RESULTS_JSON] + [prepared.output_path(c) for c in combinations]
@@ -335,7 +346,7 @@ def prepare_sweep(plan: SweepPlan, out_dir: str | Path, check: Callable[[Path, T
                                      f"output folder, or allow overwriting them")
     for start in plan.starts:
         if start.config is not None:
-            network = Hypernetwork.create(start.config, file_safe(start.label), seed=plan.create_seed)
+            network = Hypernetwork.create(start.config, start_files[start.label].stem, seed=plan.create_seed)
             files.save(network, start_files[start.label])
     for combination in combinations:
         try:
