@@ -208,16 +208,17 @@ def creation_start(text: str, sizes: Sequence[int], where: str = "Creation varia
                                       f"layers=1,2,1; activation=relu")
     arguments: dict[str, object] = {"sizes": ",".join(map(str, sizes))}
     for key, value in given.items():
-        arguments[CREATION_KEYS[key]] = parse_switch(value, f"{where}: {key}", "creation") \
-            if key in CREATION_SWITCHES else value
+        if key in CREATION_SWITCHES:
+            arguments[CREATION_KEYS[key]] = parse_switch(value, f"{where}: {key}", "creation")
+            given[key] = str(arguments[CREATION_KEYS[key]]).lower()  # one spelling in labels: true or false
+        else:
+            arguments[CREATION_KEYS[key]] = value
     try:
         config = HypernetworkConfig.from_text(**arguments)
     except ConfigError as error:
         raise ConfigError("creation", f"{where}: {error.message}") from None
-    pairs = tuple((key, str(parse_switch(value, key, "creation")).lower() if key in CREATION_SWITCHES else value)
-                  for key, value in given.items())
-    label = " ".join(key if value == "true" else f"{key}={value}" for key, value in pairs)
-    return Start(label, pairs, config=config)
+    label = " ".join(key if value == "true" else f"{key}={value}" for key, value in given.items())
+    return Start(label, tuple(given.items()), config=config)
 
 
 def parse_switch(text: str, where: str, field_name: str) -> bool:
