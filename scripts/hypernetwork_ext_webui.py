@@ -68,9 +68,11 @@ def _model_info():
     return ModelInfo(getattr(info, "shorthash", None), getattr(info, "model_name", None))
 
 
-def _bind_api_route(_demo, _app):
+def _bind_api_routes(_demo, _app):
     from modules.hypernetworks import hypernetwork
     importlib.import_module("hypernetwork_ext_patches.webui_training").bind_api_route(registry, hypernetwork)
+    importlib.import_module("hypernetwork_ext_patches.create_route").bind_create_route(
+        registry, lambda: shared.cmd_opts.hypernetwork_dir, shared.reload_hypernetworks)
 
 
 def _trainable_hypernetworks():
@@ -128,7 +130,7 @@ if served is not None:
         tab_host = TabHost()
         script_callbacks.on_ui_train_tabs(tab_host.train_tabs)
         script_callbacks.on_ui_tabs(tab_host.top_level_tabs)
-        script_callbacks.on_app_started(_bind_api_route)
+        script_callbacks.on_app_started(_bind_api_routes)
     script_callbacks.on_ui_settings(
         lambda: importlib.import_module("hypernetwork_ext_patches.settings").register(shared, served))
 
