@@ -41,6 +41,8 @@ def _values(**changes):
     ({"learn_rate": "1e-3:100", "max_steps": 1000}, "learn_rate", "the schedule ends at step 100"),
     ({"width": 500}, "width", "multiple of 8"),
     ({"tag_dropout": 2}, "tag_dropout", "below 1"),
+    ({"timesteps__min": 800, "timesteps__max": 200}, "timesteps.min", "is above the highest timestep (200)"),
+    ({"timesteps__ramp_steps": 0}, "timesteps.ramp_steps", "must be at least 1"),
 ])
 def test_bad_values_get_a_message_beside_their_input(changes, key, fragment):
     settings, errors = settings_from_values(_values(**changes))
