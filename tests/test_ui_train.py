@@ -113,7 +113,7 @@ def test_the_app_lists_each_network_by_its_whole_name_and_finds_it(tmp_path):
     for index, file_name in enumerate(file_names):
         make_network(tmp_path / file_name, seed=index)
     files.save_optimizer_state(tmp_path / "a.b.pt", "AdamW", {"state": {}, "param_groups": []})
-    write_set_file(tmp_path / "combo.hnset.json", {"sequence": ["a.b"]})  # applies, but the app trains and previews networks
+    write_set_file(tmp_path / "combo.hnset.json", {"sequence": ["a.b"]})  # a set applies (Generate), it does not train
     assert sorted(list_networks(tmp_path)) == ["a.b", "a.c", "style[v2]", "v1.5-style", "x.pt", "x.safetensors"]
     for name, file_name in [("v1.5-style", "v1.5-style.pt"), ("a.b", "a.b.pt"), ("a.c", "a.c.safetensors"),
                             ("style[v2]", "style[v2].pt"), ("x.pt", "x.pt"), ("x.safetensors", "x.safetensors")]:
