@@ -255,6 +255,16 @@ def locate_members(spec: dict, folder: str | os.PathLike) -> dict[str, Path | No
     return {name: available[name][-1] if name in available else None for name in member_names(spec)}
 
 
+def require_members(spec: dict, folder: str | os.PathLike) -> dict[str, Path]:
+    """``locate_members``, when every member is there; else the message that names the missing ones."""
+    found = locate_members(spec, folder)
+    missing = [name for name, path in found.items() if path is None]
+    if missing:
+        raise ConfigError("members", f"no hypernetwork named {', '.join(map(repr, missing))} in {folder} or "
+                                     f"below; a set finds its networks by name in its own folder")
+    return found
+
+
 def save_set(path: str | os.PathLike, spec: dict, description: str = "") -> Path:
     """Write the set ``spec`` as ``path`` (``<folder>/<name>.hnset.json``) once it is sure to be usable there: a
     valid name that no other file in the folder is listed by, and every member present in the folder. Whether an
@@ -267,10 +277,7 @@ def save_set(path: str | os.PathLike, spec: dict, description: str = "") -> Path
         raise ConfigError("out", f"{path.name}: a set's file name ends in {SET_SUFFIX} (e.g. mystyle{SET_SUFFIX})")
     parse_name(listed_name(path))
     check_free_name(path)
-    missing = [name for name, found in locate_members(spec, path.parent).items() if found is None]
-    if missing:
-        raise ConfigError("members", f"no hypernetwork named {', '.join(map(repr, missing))} in {path.parent} or "
-                                     f"below; a set finds its networks by name in its own folder")
+    require_members(spec, path.parent)
     return write_set_file(path, spec, description)
 
 

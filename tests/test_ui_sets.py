@@ -123,7 +123,8 @@ def test_generate_names_a_member_that_is_missing(folder):
     save_set_from_form(folder, "chain", "sequence", [("local", 1)], overwrite=False)
     (folder / "local.pt").unlink()
     image, message = make_generate(folder, tiny_adapter)("chain", 1.0, "a cat", "", 2, 5.0, 3, 64, 64)
-    assert image is None and message == f"the set chain names local, which is not in {folder}"
+    assert image is None and message == (f"no hypernetwork named 'local' in {folder} or below; a set finds its "
+                                         f"networks by name in its own folder")
 
 
 def test_the_app_has_the_sets_tab(tmp_path):

@@ -173,7 +173,8 @@ class TrainingSettings:
         range beyond the model's last timestep is refused here, as only the model knows its count."""
         t = self.timesteps
         last = num_timesteps - 1
-        for name in ("max", "start_max") if t.curriculum != "off" else ("max",):
+        used = ("max",) if t.curriculum == "off" else ("max", "start_max")  # the start range serves a ramp only
+        for name in used:
             highest = getattr(t, name)
             if highest > last:
                 raise ConfigError(f"timesteps.{name}", f"{_TIMESTEP_LABELS[name].capitalize()} ({highest}) is beyond "

@@ -11,7 +11,7 @@ from .. import files
 from ..adapters.base import PreviewRequest
 from ..applier import FastApplier
 from ..errors import HypernetworkError
-from ..stack import SET_SUFFIXES, Applied, build_set, is_set_file, locate_members, read_set_file
+from ..stack import SET_SUFFIXES, Applied, build_set, is_set_file, read_set_file, require_members
 
 
 def list_networks(folder: str | Path) -> dict[str, Path]:
@@ -39,10 +39,7 @@ def _transform(path: Path, folder: Path, strength: float, device):
     if not is_set_file(path):
         return Applied(files.load(path).to(device), strength)
     spec = read_set_file(path)
-    members = locate_members(spec, folder)
-    missing = [name for name, found in members.items() if found is None]
-    if missing:
-        raise HypernetworkError(f"the set {files.listed_name(path)} names {', '.join(missing)}, which is not in {folder}")
+    members = require_members(spec, folder)
     return build_set(spec, lambda name: files.load(members[name]).to(device), strength)
 
 
