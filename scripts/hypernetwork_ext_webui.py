@@ -83,9 +83,9 @@ def _trainable_hypernetworks():
 
 
 def build_tabs():
-    """Create Beta hypernetwork and Train_Gamma."""
+    """Create Beta hypernetwork, Train_Gamma, and Sets and merges."""
     import gradio as gr
-    from hypernetwork_ext.ui import create_tab, train_tab
+    from hypernetwork_ext.ui import create_tab, sets_tab, train_tab
 
     with gr.Tab(label="Create Beta hypernetwork", id="hnext_create_tab"):
         create_tab.build(gr, lambda: shared.cmd_opts.hypernetwork_dir, on_created=shared.reload_hypernetworks)
@@ -96,6 +96,8 @@ def build_tabs():
         tab = train_tab.build(gr, _trainable_hypernetworks, start, progress_js="hnext_start_training",
                               preview_samplers=webui_training.webui_sampler_names() or ())
         tab["interrupt"].click(fn=lambda: shared.state.interrupt(), inputs=[], outputs=[])
+    with gr.Tab(label="Sets and merges", id="hnext_sets_tab"):  # a saved set is listed at once, for prompts
+        sets_tab.build(gr, lambda: shared.cmd_opts.hypernetwork_dir, on_saved=shared.reload_hypernetworks)
 
 
 class TabHost:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ..config import DEFAULT_SIZES
 from ..errors import ConfigError
-from . import create_tab, generate_tab, train_tab
+from . import create_tab, generate_tab, sets_tab, train_tab
 
 
 class StandaloneTraining:
@@ -90,8 +90,11 @@ def build_app(folder: str | Path, model: str = "tiny", model_config: str | None 
             training = StandaloneTraining(folder, model, model_config)
             tab = train_tab.build(gr, names, training.start)
             tab["interrupt"].click(fn=training.interrupt, inputs=[], outputs=[], queue=False)  # not behind the run
+        with gr.Tab("Sets and merges"):
+            sets_tab.build(gr, lambda: str(folder))
         with gr.Tab("Generate"):
-            generate_tab.build(gr, names, generate_tab.make_generate(folder, _cached_adapter(model, model_config)))
+            generate_tab.build(gr, lambda: sorted(generate_tab.list_networks_and_sets(folder)),
+                               generate_tab.make_generate(folder, _cached_adapter(model, model_config)))
     return app
 
 
