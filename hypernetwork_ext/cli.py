@@ -1,5 +1,5 @@
-"""``python -m hypernetwork_ext``: create, inspect, convert, merge; train and demo (see ``train_cli.py``); sweep
-(``sweep_cli.py``).
+"""``python -m hypernetwork_ext``: create, inspect, convert, merge, set; train and demo (see ``train_cli.py``);
+sweep (``sweep_cli.py``).
 
 Every user error ends the program with exit status 2 and one line on stderr starting with ``error:``.
 """
@@ -16,7 +16,8 @@ from . import files
 from .config import DEFAULT_SIZES, HypernetworkConfig, activation_names, INIT_MODES, parse_name
 from .errors import HypernetworkError
 from .network import Hypernetwork
-from .stack import is_set_file, member_names, merge, read_set_file
+from .stack import (SET_SUFFIX, compose_set, is_set_file, locate_members, member_names, merge, merge_weights_note,
+                    read_set_file, save_set)
 
 
 class UserError(Exception):
@@ -112,11 +113,8 @@ def _inspect_set(args) -> None:
     """A set names other networks; they are looked up as the WebUI would, by name, in the set's folder and below."""
     path = Path(args.path)
     spec = read_set_file(path)
-    available = files.network_files(path.parent, recursive=True)
-    members = []
-    for name in member_names(spec):
-        found = available.get(name)  # of two files with one name the WebUI uses the later one
-        members.append({"name": name, "present": bool(found), "path": str(found[-1]) if found else None})
+    members = [{"name": name, "present": found is not None, "path": str(found) if found else None}
+               for name, found in locate_members(spec, path.parent).items()]
     mode = next(kind for kind in ("network", "sequence", "mix") if kind in spec)
     report = {"path": str(path), "name": files.listed_name(path), "kind": "set", "mode": mode,
               "strength": spec["strength"], "set": spec, "members": members,
@@ -159,34 +157,58 @@ def _convert(args) -> None:
     print(f"Wrote {destination}")
 
 
-def _parse_weighted(item: str, count: int) -> tuple[str, float]:
+def _parse_weighted(item: str, default: float, number: str = "WEIGHT") -> tuple[str, float]:
+    """``PATH:NUMBER`` (``a.pt:0.5``); without a number, ``default``."""
     path, sep, weight = item.rpartition(":")
     if not sep or not path or "/" in weight or "\\" in weight:
-        return item, 1.0 / count
+        return item, default
     try:
         return path, float(weight)
     except ValueError:
-        raise UserError(f"weight {weight!r} in {item!r} is not a number; write PATH:WEIGHT, e.g. a.pt:0.5") from None
+        raise UserError(f"{number.lower()} {weight!r} in {item!r} is not a number; write PATH:{number}, "
+                        f"e.g. a.pt:0.5") from None
 
 
 def _merge(args) -> None:
     out = Path(args.out)
     if out.exists() and not args.overwrite:
         raise UserError(f"{out} already exists; pass --overwrite to replace it")
-    weighted = [_parse_weighted(item, len(args.inputs)) for item in args.inputs]
-    networks = [(files.load(path), weight) for path, weight in weighted]
+    weighted = [_parse_weighted(item, 1.0 / len(args.inputs)) for item in args.inputs]
+    networks = [(files.load_by_file_name(path), weight) for path, weight in weighted]
     name = parse_name(args.name or out.name.split(".")[0])
     merged = merge(networks, name)
     files.save(merged, out)
-    total = sum(weight for _, weight in weighted)
-    print(f"Merged {len(networks)} hypernetworks into {out} (weights add up to {total:g})")
-    if abs(total - 1) > 1e-6:
-        print("note: the weights do not add up to 1, so the result is not an average")
+    weights = [weight for _, weight in weighted]
+    print(f"Merged {len(networks)} hypernetworks into {out} (weights add up to {sum(weights):g})")
+    if merge_weights_note(weights):
+        print(f"note: {merge_weights_note(weights)}")
+
+
+def _set(args) -> None:
+    """A set names its networks; a member given as a file (``a.pt``, ``sub/a.safetensors``) is named by its file name."""
+    out = Path(args.out)
+    if out.exists() and not args.overwrite:
+        raise UserError(f"{out} already exists; pass --overwrite to replace it")
+    mode, items = ("mix", args.mix) if args.mix else ("sequence", args.sequence)
+    number = "WEIGHT" if mode == "mix" else "STRENGTH"
+    entries = [_parse_weighted(item, 1.0, number) for item in items]
+    spec = compose_set(mode, [(_member_name(member), value) for member, value in entries])
+    save_set(out, spec, args.description or "")
+    print(f"Wrote {out}: use it as <hypernet:{files.listed_name(out)}:1>")
+    for line in _set_lines(spec, "  "):
+        print(line)
+
+
+def _member_name(text: str) -> str:
+    """The name a set uses for a member: a file's listed name, or the text itself when it is a bare name (which
+    may hold dots: ``v1.5-style``)."""
+    base = Path(text).name
+    return files.listed_name(base) if base.lower().endswith(files.NETWORK_SUFFIXES) else base
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="python -m hypernetwork_ext", description="Create, inspect, convert and merge "
-                     "Stable Diffusion hypernetworks (A1111-compatible .pt and .safetensors).")
+    parser = _Parser(prog="python -m hypernetwork_ext", description="Create, inspect, convert, merge and combine "
+                     "Stable Diffusion hypernetworks (A1111-compatible .pt and .safetensors, named sets).")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     create = commands.add_parser("create", help="create a new hypernetwork file")
@@ -235,6 +257,22 @@ def build_parser() -> argparse.ArgumentParser:
     merge_.add_argument("inputs", nargs="+", metavar="PATH:WEIGHT",
                         help="the files to merge with their weights, e.g. a.pt:0.5 b.pt:0.5 (no weight: equal shares)")
     merge_.set_defaults(run=_merge)
+
+    set_ = commands.add_parser("set", help="write a named set: a weighted mix or a sequence of hypernetworks")
+    set_.add_argument("--out", required=True, metavar=f"NAME{SET_SUFFIX}",
+                      help="the set file to write, in the folder of its networks; NAME is how prompts call it "
+                           "(<hypernet:NAME:1>)")
+    members = set_.add_mutually_exclusive_group(required=True)
+    members.add_argument("--mix", nargs="+", metavar="NETWORK:WEIGHT",
+                         help="a weighted parallel mix: each network by file or name with its weight, e.g. "
+                              "a.pt:0.5 b.pt:0.5 (weights are shares of their sum; no weight: 1)")
+    members.add_argument("--sequence", nargs="+", metavar="NETWORK:STRENGTH",
+                         help="networks applied one after another, each at its strength, as a prompt's stack of "
+                              "tags does, e.g. a:0.6 b:1 (no strength: 1)")
+    set_.add_argument("--description", default=None, metavar="TEXT",
+                      help="free text stored in the set (default: none)")
+    set_.add_argument("--overwrite", action="store_true", help="replace an existing set file")
+    set_.set_defaults(run=_set)
 
     from .train_cli import add_commands
     add_commands(commands)

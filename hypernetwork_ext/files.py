@@ -222,6 +222,21 @@ def network_files(folder: str | os.PathLike, recursive: bool = False) -> dict[st
     return found
 
 
+def check_free_name(path: str | os.PathLike) -> None:
+    """A new file for the hypernetworks folder must not share its listed name with another network or set there
+    or below: the WebUI lists one file per name, so one of the two would be hidden. (Replacing ``path`` itself is
+    the caller's question: overwrite or not.)"""
+    path = Path(path)
+    name = listed_name(path)
+    if not path.parent.is_dir():
+        return
+    for other in sorted(path.parent.rglob("*"), key=lambda candidate: str(candidate).lower()):
+        if other.name.lower().endswith(NETWORK_SUFFIXES + SET_SUFFIXES) and listed_name(other) == name \
+                and other != path and other.is_file():
+            raise ConfigError("name", f"{name!r} is already the name of {other}; the WebUI lists one file per name, "
+                                      f"so one would hide the other: choose another name")
+
+
 # --------------------------------------------------------------------------------------------
 # The WebUI's dict layout
 # --------------------------------------------------------------------------------------------
@@ -472,6 +487,14 @@ def load(path: str | os.PathLike) -> Hypernetwork:
         raise
     except Exception as error:  # noqa: BLE001 - odd content (e.g. complex tensors) must not crash the caller
         raise HypernetworkFileError(path, f"unexpected content ({type(error).__name__}: {error})") from error
+
+
+def load_by_file_name(path: str | os.PathLike) -> Hypernetwork:
+    """``load``, the network named as its file is listed (``a.pt`` is ``a``) rather than by the name stored inside:
+    the name the user chose it by, for messages and records such as a merge's."""
+    network = load(path)
+    network.name = listed_name(path)
+    return network
 
 
 def convert(source: str | os.PathLike, destination: str | os.PathLike) -> Path:

@@ -31,6 +31,7 @@ SET_SUFFIXES = (SET_SUFFIX, ".hns")  # ours, and the old extension's
 SET_FORMAT = "hypernetwork-set"
 SET_FORMAT_VERSION = 1
 MAX_SET_DEPTH = 16
+SET_MODES = ("mix", "sequence")  # what a composed set is: a weighted parallel mix, or networks one after another
 
 
 @dataclass(frozen=True, eq=False)
@@ -234,6 +235,52 @@ def write_set_file(path: str | os.PathLike, spec: dict, description: str = "") -
     return Path(path)
 
 
+def compose_set(mode: str, entries: list[tuple[str, float]]) -> dict:
+    """A set of networks by name, validated: a ``mix`` (each number the network's weight) or a ``sequence``
+    (each number its strength)."""
+    if mode not in SET_MODES:
+        raise ConfigError("mode", f"A set is a {' or a '.join(SET_MODES)}, not {mode!r}")
+    if not entries:
+        raise ConfigError("members", "Choose at least one hypernetwork for the set")
+    number = "weight" if mode == "mix" else "strength"
+    return parse_set({mode: [{"network": name, number: value} for name, value in entries]})
+
+
+def locate_members(spec: dict, folder: str | os.PathLike) -> dict[str, Path | None]:
+    """Where each network a set names is, as the WebUI finds it: by name in the set's folder and below (of two
+    files with one name, the later, as the WebUI's listing keeps); None for a name that is not there."""
+    from .files import network_files
+
+    available = network_files(folder, recursive=True)
+    return {name: available[name][-1] if name in available else None for name in member_names(spec)}
+
+
+def require_members(spec: dict, folder: str | os.PathLike) -> dict[str, Path]:
+    """``locate_members``, when every member is there; else the message that names the missing ones."""
+    found = locate_members(spec, folder)
+    missing = [name for name, path in found.items() if path is None]
+    if missing:
+        raise ConfigError("members", f"no hypernetwork named {', '.join(map(repr, missing))} in {folder} or "
+                                     f"below; a set finds its networks by name in its own folder")
+    return found
+
+
+def save_set(path: str | os.PathLike, spec: dict, description: str = "") -> Path:
+    """Write the set ``spec`` as ``path`` (``<folder>/<name>.hnset.json``) once it is sure to be usable there: a
+    valid name that no other file in the folder is listed by, and every member present in the folder. Whether an
+    existing ``path`` may be replaced is the caller's question."""
+    from .config import parse_name
+    from .files import check_free_name, listed_name
+
+    path = Path(path)
+    if not path.name.lower().endswith(SET_SUFFIX):
+        raise ConfigError("out", f"{path.name}: a set's file name ends in {SET_SUFFIX} (e.g. mystyle{SET_SUFFIX})")
+    parse_name(listed_name(path))
+    check_free_name(path)
+    require_members(spec, path.parent)
+    return write_set_file(path, spec, description)
+
+
 def member_names(spec: dict) -> list[str]:
     """The networks a validated set spec names, each once, in the order they first appear."""
     names = [spec["network"]] if "network" in spec else []
@@ -255,6 +302,12 @@ def build_set(spec: dict, resolve: Callable[[str], Hypernetwork], strength: floa
 # --------------------------------------------------------------------------------------------
 # Weight-space merge
 # --------------------------------------------------------------------------------------------
+
+def merge_weights_note(weights: list[float]) -> str:
+    """What to tell the user about merge weights that are not an average (empty when they add up to 1)."""
+    total = sum(weights)
+    return "" if abs(total - 1) <= 1e-6 else f"the weights add up to {total:g}, not 1, so the result is not an average"
+
 
 def merge(weighted: list[tuple[Hypernetwork, float]], name: str = "merged") -> Hypernetwork:
     """A new network whose every weight is ``sum(w_i * weight_i)``; the networks must share a structure."""

@@ -26,11 +26,12 @@ from .config import HypernetworkConfig
 from .errors import ConfigError
 from .training import Callbacks, ModelInfo, TrainingSettings, prepare, train
 from .training.engine import check_widths
-from .training.settings import GROUPS, SETTINGS_INFO, CosineSettings, PreviewSettings, SettingInfo, coerce_to_kind
+from .training.settings import (GROUPS, SETTINGS_INFO, CosineSettings, PreviewSettings, SettingInfo, TimestepSettings,
+                                coerce_to_kind)
 
 # the interface's short names for some settings; every other setting is --its-name-with-dashes
 ALIASES = {"data_dir": "data", "max_steps": "steps", "learn_rate": "lr"}
-NESTED = {"preview": PreviewSettings, "cosine": CosineSettings}
+NESTED = {"preview": PreviewSettings, "cosine": CosineSettings, "timesteps": TimestepSettings}
 METAVARS = {"data_dir": "DIR", "log_dir": "DIR", "latent_cache_dir": "DIR", "template": "TEXT_OR_FILE",
             "learn_rate": "SCHEDULE", "clip_value": "SCHEDULE", "optimizer": "NAME"}
 DEMO_NOTICE = ("This is a DEMONSTRATION model: a tiny Stable-Diffusion-shaped network with random weights, built "

@@ -68,9 +68,11 @@ def _model_info():
     return ModelInfo(getattr(info, "shorthash", None), getattr(info, "model_name", None))
 
 
-def _bind_api_route(_demo, _app):
+def _bind_api_routes(_demo, _app):
     from modules.hypernetworks import hypernetwork
     importlib.import_module("hypernetwork_ext_patches.webui_training").bind_api_route(registry, hypernetwork)
+    importlib.import_module("hypernetwork_ext_patches.create_route").bind_create_route(
+        registry, lambda: shared.cmd_opts.hypernetwork_dir, shared.reload_hypernetworks)
 
 
 def _trainable_hypernetworks():
@@ -87,9 +89,9 @@ def _hypernetwork_file(name):
 
 
 def build_tabs():
-    """Create Beta hypernetwork, Train_Gamma and Sweep."""
+    """Create Beta hypernetwork, Train_Gamma, Sweep, and Sets and merges."""
     import gradio as gr
-    from hypernetwork_ext.ui import create_tab, sweep_tab, train_tab
+    from hypernetwork_ext.ui import create_tab, sets_tab, sweep_tab, train_tab
 
     with gr.Tab(label="Create Beta hypernetwork", id="hnext_create_tab"):
         create_tab.build(gr, lambda: shared.cmd_opts.hypernetwork_dir, on_created=shared.reload_hypernetworks)
@@ -106,6 +108,8 @@ def build_tabs():
             shared, processing, devices, _model_info, training_gate)
         tab = sweep_tab.build(gr, _trainable_hypernetworks, _hypernetwork_file, run)
         tab["interrupt"].click(fn=lambda: shared.state.interrupt(), inputs=[], outputs=[])
+    with gr.Tab(label="Sets and merges", id="hnext_sets_tab"):  # a saved set is listed at once, for prompts
+        sets_tab.build(gr, lambda: shared.cmd_opts.hypernetwork_dir, on_saved=shared.reload_hypernetworks)
 
 
 class TabHost:
@@ -140,7 +144,7 @@ if served is not None:
         tab_host = TabHost()
         script_callbacks.on_ui_train_tabs(tab_host.train_tabs)
         script_callbacks.on_ui_tabs(tab_host.top_level_tabs)
-        script_callbacks.on_app_started(_bind_api_route)
+        script_callbacks.on_app_started(_bind_api_routes)
     script_callbacks.on_ui_settings(
         lambda: importlib.import_module("hypernetwork_ext_patches.settings").register(shared, served))
 

@@ -27,4 +27,5 @@ finally:
     app.close()
 print(json.dumps({"gradio": gradio.__version__, "create": "Create Beta hypernetwork" in config,
                   "train": "Train_Gamma" in config, "generate": "hnext_generate_strength" in config,
-                  "sweep": "hnext_sweep_run" in config}))
+                  "sweep": "hnext_sweep_run" in config,
+                  "sets": "Sets and merges" in config and "hnext_sets_network_1" in config}))

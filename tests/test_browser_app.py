@@ -112,3 +112,40 @@ def test_a_sweep_in_the_browser(app_page):
     page.click("#hnext_sweep_interrupt")
     wait_for_text(page, "hnext_sweep_status", "Sweep interrupted: 1 of 2 combinations trained, 1 skipped")
     assert [path.name for path in (tmp_path / "long").glob("*.pt")] == ["1_layers-1-2-1_activation-relu.pt"]
+
+
+def test_compose_a_set_and_merge_in_the_browser(app_page):
+    page, folder, _ = app_page
+    from training_helpers import make_network
+    make_network(folder / "style.pt", seed=1, activation="relu", init_std=0.3)
+    make_network(folder / "detail.pt", seed=2, activation="relu", init_std=0.3)
+
+    open_tab(page, "Sets and merges")
+    choose(page, "hnext_sets_network_1", "style", refresh_id="hnext_sets_refresh")
+    choose(page, "hnext_sets_network_2", "detail", refresh_id="hnext_sets_refresh")
+    fill(page, {"hnext_sets_number_1": 0.5, "hnext_sets_number_2": 0.5, "hnext_sets_name": "style"})
+    page.click("#hnext_sets_save")
+    wait_for_text(page, "hnext_sets_name_message", "'style' is already the name of")  # beside the name
+    fill(page, {"hnext_sets_name": "combo"})
+    page.click("#hnext_sets_save")
+    wait_for_text(page, "hnext_sets_output", "Saved the mix")
+    assert (folder / "combo.hnset.json").exists()
+    assert "already the name" not in page.inner_text("#hnext_sets_name_message")  # the message went away
+    screenshot(page, "app_sets_tab")
+
+    fill(page, {"hnext_sets_name": "merged"})
+    page.click("#hnext_sets_merge")
+    wait_for_text(page, "hnext_sets_output", "Merged 2 hypernetworks into")
+    assert (folder / "merged.pt").exists()
+    page.locator("#hnext_sets_mode label", has_text="Sequence").click()
+    fill(page, {"hnext_sets_name": "chain"})
+    page.click("#hnext_sets_save")
+    wait_for_text(page, "hnext_sets_output", "Saved the sequence")
+    assert (folder / "chain.hnset.json").exists()
+
+    open_tab(page, "Generate")
+    choose(page, "hnext_generate_hypernetwork", "combo", refresh_id="hnext_generate_refresh")
+    fill(page, {"hnext_generate_prompt": "a red cat", "hnext_generate_steps": 4})
+    page.click("#hnext_generate_button")
+    wait_for_text(page, "hnext_generate_message", "Generated with combo at strength 1")
+    page.locator("#hnext_generate_image img").first.wait_for()

@@ -95,7 +95,7 @@ def test_existing_files_are_not_overwritten_without_asking(tmp_path):
     assert path.read_bytes() != before
 
 
-@pytest.mark.parametrize("command", ["create", "inspect", "convert", "merge"])
+@pytest.mark.parametrize("command", ["create", "inspect", "convert", "merge", "set"])
 def test_every_command_has_help(command, capsys):
     with pytest.raises(SystemExit) as exited:
         main([command, "--help"])

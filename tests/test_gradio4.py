@@ -28,6 +28,7 @@ def test_tabs_serve_under_gradio_4(gradio4_python):
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["gradio"].startswith("4.") and result["create"] and result["train"] and result["generate"]
     assert result["sweep"]
+    assert result["sets"]
 
 
 def test_create_in_the_browser_under_gradio_4(gradio4_python, tmp_path):

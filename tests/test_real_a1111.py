@@ -16,7 +16,7 @@ import pytest
 import real_webui
 from browser import chromium_page, choose, fill, record_html, recorded_html, screenshot, wait_for_text
 from hypernetwork_ext import load
-from real_webui_checks import (FAST_PATH_TOLERANCE, PROMPT, REFERENCE_CASES, api_training_request, fill_training,
+from real_webui_checks import (FAST_PATH_TOLERANCE, PROMPT, REFERENCE_CASES, STACK, api_training_request, fill_training,
                                open_page, open_webui_tab, render, train_in_the_webuis_own_tab, train_through_api,
                                training_images, wait_for_console, write_training_network)
 from training_helpers import same_tensors, weights_of
@@ -271,6 +271,31 @@ def test_the_hypernetworks_card_page_lists_networks_safetensors_and_sets(webui):
         assert {"hn_relu", "hn_relu_st", "hn_sequence", "hn_linear"} <= names, names
         screenshot(page, "real_a1111_card_page")
 
+
+
+def test_a_set_composed_in_the_page_gives_the_image_of_the_same_stack_by_tags(webui, plain, figures):
+    with chromium_page() as page:
+        open_page(webui, page)
+        open_webui_tab(page, "Train", "Sets and merges")
+        for row, (name, strength) in enumerate((("hn_relu", 0.6), ("hn_linear", 0.5), ("hn_swish", 1)), start=1):
+            choose(page, f"hnext_sets_network_{row}", name, refresh_id="hnext_sets_refresh")
+            fill(page, {f"hnext_sets_number_{row}": strength})
+        page.locator("#hnext_sets_mode label", has_text="Sequence").click()
+        fill(page, {"hnext_sets_name": "hn_ui_sequence"})
+        page.click("#hnext_sets_save")
+        wait_for_text(page, "hnext_sets_output", "Saved the sequence")
+        screenshot(page, "real_a1111_sets_tab")
+    assert (webui.build.hypernetwork_dir / "hn_ui_sequence.hnset.json").exists()
+    # listed at once: the tab reloads the WebUI's list after saving
+    assert "hn_ui_sequence" in {entry["name"] for entry in webui.get("/sdapi/v1/hypernetworks")}
+    by_set = webui.txt2img(f"{PROMPT} <hypernet:hn_ui_sequence:1>")[0]
+    by_tags = webui.txt2img(f"{PROMPT} {STACK}")[0]
+    same_stack = real_webui.largest_difference(by_set, by_tags)
+    figures.add(f"fast path: set composed in the page vs the same stack by tags: largest pixel difference {same_stack}")
+    assert same_stack <= FAST_PATH_TOLERANCE
+    plain_stack = real_webui.largest_difference(by_set, plain["images"]["stack_of_3"])
+    figures.add(f"fast path: set composed in the page vs plain stack_of_3: largest pixel difference {plain_stack}")
+    assert plain_stack <= FAST_PATH_TOLERANCE
 
 
 def test_the_webuis_own_train_tab_runs_on_our_engine_with_both_intervals_0(webui, tmp_path):

@@ -19,9 +19,11 @@ def test_every_setting_has_a_flag_and_flags_override_the_settings_file(tmp_path)
     args = parser.parse_args(["train", "--hypernetwork", "x.pt", "--data", "d", "--steps", "300", "--lr",
                               "1e-3:100, 1e-4", "--batch-size", "3", "--preview-prompt", "a cat", "--preview-seed",
                               "5", "--cosine", "--cosine-cycle-steps", "50", "--no-flip", "--shuffle-tags",
-                              "--clip-mode", "norm", "--clip-value", "0.5"])
-    keys = {f.name for f in dataclasses.fields(TrainingSettings)} | {"preview.prompt", "preview.seed",
-                                                                       "cosine.enabled", "cosine.cycle_steps"}
+                              "--clip-mode", "norm", "--clip-value", "0.5", "--timesteps-curriculum", "restart",
+                              "--timesteps-start-max", "99", "--timesteps-ramp-steps", "100"])
+    keys = {f.name for f in dataclasses.fields(TrainingSettings)} | {
+        "preview.prompt", "preview.seed", "cosine.enabled", "cosine.cycle_steps", "timesteps.curriculum",
+        "timesteps.start_max", "timesteps.ramp_steps"}
     flags = argparse.Namespace(**{k: v for k, v in vars(args).items() if k in keys or "." in k})
     base = TrainingSettings(batch_size=7, width=256, height=256)
     settings = settings_from_args(flags, base)
@@ -30,6 +32,8 @@ def test_every_setting_has_a_flag_and_flags_override_the_settings_file(tmp_path)
     assert settings.preview.prompt == "a cat" and settings.preview.seed == 5
     assert settings.cosine.enabled and settings.cosine.cycle_steps == 50
     assert settings.flip is False and settings.shuffle_tags is True and settings.clip_mode == "norm"
+    assert (settings.timesteps.curriculum, settings.timesteps.start_max, settings.timesteps.ramp_steps) == \
+        ("restart", 99, 100)
 
 
 def test_train_command_writes_back_and_resumes(tmp_path, capsys):

@@ -41,6 +41,8 @@ def _values(**changes):
     ({"learn_rate": "1e-3:100", "max_steps": 1000}, "learn_rate", "the schedule ends at step 100"),
     ({"width": 500}, "width", "multiple of 8"),
     ({"tag_dropout": 2}, "tag_dropout", "below 1"),
+    ({"timesteps__min": 800, "timesteps__max": 200}, "timesteps.min", "is above the highest timestep (200)"),
+    ({"timesteps__ramp_steps": 0}, "timesteps.ramp_steps", "must be at least 1"),
 ])
 def test_bad_values_get_a_message_beside_their_input(changes, key, fragment):
     settings, errors = settings_from_values(_values(**changes))
@@ -111,7 +113,7 @@ def test_the_app_lists_each_network_by_its_whole_name_and_finds_it(tmp_path):
     for index, file_name in enumerate(file_names):
         make_network(tmp_path / file_name, seed=index)
     files.save_optimizer_state(tmp_path / "a.b.pt", "AdamW", {"state": {}, "param_groups": []})
-    write_set_file(tmp_path / "combo.hnset.json", {"sequence": ["a.b"]})  # applies, but the app trains and previews networks
+    write_set_file(tmp_path / "combo.hnset.json", {"sequence": ["a.b"]})  # a set applies (Generate), it does not train
     assert sorted(list_networks(tmp_path)) == ["a.b", "a.c", "style[v2]", "v1.5-style", "x.pt", "x.safetensors"]
     for name, file_name in [("v1.5-style", "v1.5-style.pt"), ("a.b", "a.b.pt"), ("a.c", "a.c.safetensors"),
                             ("style[v2]", "style[v2].pt"), ("x.pt", "x.pt"), ("x.safetensors", "x.safetensors")]:

@@ -95,7 +95,8 @@ def _write_files(folder):
 
 def test_startup_registers_tabs_settings_and_patches(started, capsys):
     text = str(started.blocks.get_config_file())
-    assert "Create Beta hypernetwork" in text and "Train_Gamma" in text
+    assert "Create Beta hypernetwork" in text and "Train_Gamma" in text and "Sets and merges" in text
+    assert "hnext_sweep_run" in text
     assert started.top_level_tabs == []  # they are in the Train tab, so no "Hypernetworks" tab of their own
     assert "hypernetwork_ext_fast_apply" in started.modules["shared"].opts.data_labels
     for name, function in started.originals.items():

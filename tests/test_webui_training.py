@@ -296,7 +296,7 @@ def test_the_sweep_tab_follows_train_gamma_and_sweeps_as_one_training_that_inter
         with gr.Tabs(elem_id="train_tabs"):
             callbacks.ui_train_tabs_callback(callbacks.UiTrainTabParams([]))
     tabs = [c["props"]["label"] for c in blocks.get_config_file()["components"] if c["type"] == "tabitem"]
-    assert tabs == ["Create Beta hypernetwork", "Train_Gamma", "Sweep"]
+    assert tabs[:3] == ["Create Beta hypernetwork", "Train_Gamma", "Sweep"]
     run_sweep = next(function.fn for function in blocks.fns if function.fn.__name__ == "replies")
 
     TrainingSettings(data_dir=str(tmp_path / "data"), width=64, height=64, max_steps=4, batch_size=2, learn_rate="1e-3",

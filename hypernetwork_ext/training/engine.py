@@ -194,6 +194,7 @@ def train(adapter, hypernetwork_path: str | Path, settings: TrainingSettings, *,
     learn_rate, clip, examples, report = prepared.learn_rate, prepared.clip, prepared.examples, prepared.report
     name = network.name
     check_widths(network, adapter.attention_widths())  # before the images are encoded
+    timesteps = settings.timestep_range(adapter.num_timesteps)  # the range checked against the model's, too
     log_dir = Path(log_dir) if log_dir else Path(settings.log_dir) / datetime.date.today().isoformat() / name
 
     # ---- data -----------------------------------------------------------------------------
@@ -298,6 +299,12 @@ def train(adapter, hypernetwork_path: str | Path, settings: TrainingSettings, *,
     callbacks.say(f"Training {name} from step {step} to {settings.max_steps}: {counted(len(examples), 'image')}, "
                   f"{counted(per_step, 'image')} a step (batch size {dataset.batch_size} × gradient accumulation {dataset.grad_accum}), "
                   f"{counted(dataset.steps_per_epoch, 'step')} per epoch")
+    curriculum = settings.timesteps
+    if curriculum.curriculum != "off":
+        callbacks.say(f"Noise curriculum ({curriculum.curriculum}): timesteps {curriculum.start_min}-"
+                      f"{curriculum.start_max} at the ramp's start, {curriculum.min}-{curriculum.max} after "
+                      f"{counted(curriculum.ramp_steps, 'step')}"
+                      + (", then from the start again" if curriculum.curriculum == "restart" else ""))
     try:
         while step < settings.max_steps:
             if _agreed(distributed, bool(callbacks.should_stop and callbacks.should_stop())):
@@ -317,7 +324,8 @@ def train(adapter, hypernetwork_path: str | Path, settings: TrainingSettings, *,
                 cond = text(batch.captions[first:first + share])
                 with torch.random.fork_rng(devices=cuda_devices):
                     torch.manual_seed(_seed(settings.seed, step, micro))
-                    t = torch.randint(0, adapter.num_timesteps, (len(indices),))
+                    lowest, highest = timesteps.range_at(step)  # by default 0-999: every timestep, as always
+                    t = torch.randint(lowest, highest + 1, (len(indices),))
                     for group in batch.groups:  # one latent size each; the batch's loss is the mean over its images
                         noise = torch.randn(group.latents.shape)  # drawn for every group, so every process draws alike
                         rows = [row for row, at in enumerate(group.positions) if first <= at < first + share]

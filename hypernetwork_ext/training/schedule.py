@@ -1,7 +1,8 @@
-"""Learning-rate (and clip-value) schedules: the WebUI's text syntax and cosine annealing with warm restarts.
+"""Learning-rate (and clip-value) schedules: the WebUI's text syntax and cosine annealing with warm restarts;
+and the range of timesteps training draws from (the noise curriculum).
 
-Both answer one question, ``rate_at(step)``: the value to use for the optimizer step that follows
-``step`` completed steps. Both are pure functions of the step, so a resumed run continues exactly.
+Each answers one question about the optimizer step that follows ``step`` completed steps (``rate_at(step)``,
+``range_at(step)``), as a pure function of the step, so a resumed run continues exactly.
 """
 
 from __future__ import annotations
@@ -134,3 +135,26 @@ class CosineRestarts:
     def cycle_ends_at(self, step: int) -> bool:
         """True when ``step`` completed steps closes a cycle (save / preview "when a cycle ends")."""
         return step > 0 and self.cycle(step)[1] == 0
+
+
+@dataclass(frozen=True)
+class TimestepRange:
+    """The timesteps training draws from: ``range_at(step)`` is ``(lowest, highest)``, both included.
+
+    The range moves linearly (each end rounded to a whole timestep) from ``start`` to ``end`` over
+    ``ramp_steps`` and then stays at ``end``; with ``restart`` the ramp begins again every ``ramp_steps``
+    (a sawtooth). ``start == end`` is a fixed range, the whole model's range when no curriculum is on.
+    """
+
+    start: tuple[int, int]
+    end: tuple[int, int]
+    ramp_steps: int
+    restart: bool = False
+
+    def range_at(self, step: int) -> tuple[int, int]:
+        if self.start == self.end:
+            return self.end
+        done = step % self.ramp_steps if self.restart else min(step, self.ramp_steps)
+        fraction = done / self.ramp_steps
+        low, high = (round(first + (last - first) * fraction) for first, last in zip(self.start, self.end))
+        return low, high

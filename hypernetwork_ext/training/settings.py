@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ..errors import ConfigError, HypernetworkFileError
 from .optimizers import canonical_optimizer_name
-from .schedule import CosineRestarts, StepSchedule
+from .schedule import CosineRestarts, StepSchedule, TimestepRange
 
 SETTINGS_FORMAT = "hypernetwork-training-settings"
 SETTINGS_VERSION = 1
@@ -24,6 +24,7 @@ LOSSES = ("simple", "vlb", "full")
 PRECISIONS = ("auto", "no", "fp16", "bf16")
 NAN_POLICIES = ("stop", "skip")
 LATENT_CACHES = ("auto", "memory", "disk")
+CURRICULA = ("off", "linear", "restart")
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,19 @@ class CosineSettings:
     decay: float = 1.0
     save_at_cycle_end: bool = False
     preview_at_cycle_end: bool = False
+
+
+@dataclass(frozen=True)
+class TimestepSettings:
+    """Which diffusion timesteps training draws: a noise curriculum (the old extension's "noise training
+    scheduler"). Small timesteps add little noise (fine detail), large ones much (composition)."""
+
+    curriculum: str = "off"  # off: always min..max; linear: from start_min..start_max to min..max; restart: ramps
+    min: int = 0
+    max: int = 999  # Stable Diffusion models have 1000 timesteps, 0 to 999
+    start_min: int = 0
+    start_max: int = 0  # as the old extension's ramp, which started at timestep 0
+    ramp_steps: int = 500
 
 
 @dataclass(frozen=True)
@@ -83,6 +97,7 @@ class TrainingSettings:
     weight_decay: float = 0.01
     loss: str = "simple"
     cosine: CosineSettings = field(default_factory=CosineSettings)
+    timesteps: TimestepSettings = field(default_factory=TimestepSettings)
     unload_optimizer_for_preview: bool = True
     unload_models_when_training: bool = False
     seed: int = 0  # training randomness (timesteps, noise, dropout)
@@ -126,8 +141,11 @@ class TrainingSettings:
             object.__setattr__(self, "preview", _nested(PreviewSettings, self.preview, "preview"))
         if isinstance(self.cosine, dict):
             object.__setattr__(self, "cosine", _nested(CosineSettings, self.cosine, "cosine"))
-        for section in ("preview", "cosine"):  # numbers must be numbers even in parts that are switched off
+        if isinstance(self.timesteps, dict):
+            object.__setattr__(self, "timesteps", _nested(TimestepSettings, self.timesteps, "timesteps"))
+        for section in ("preview", "cosine", "timesteps"):  # numbers must be numbers even in parts that are switched off
             _check_numbers(getattr(self, section), section)
+        _check_timesteps(self.timesteps)
         if self.preview.steps < 1:
             raise ConfigError("preview.steps", f"Preview steps ({self.preview.steps}) must be at least 1")
         if self.preview.width % 8 or self.preview.height % 8 or self.preview.width < 8 or self.preview.height < 8:
@@ -149,6 +167,22 @@ class TrainingSettings:
 
     def clip_schedule(self) -> StepSchedule:
         return StepSchedule.parse(self.clip_value, self.max_steps, field="clip_value", label="Gradient clip value")
+
+    def timestep_range(self, num_timesteps: int) -> TimestepRange:
+        """The timesteps to draw from at each step, for a model with ``num_timesteps`` (1000 in SD); a
+        range beyond the model's last timestep is refused here, as only the model knows its count."""
+        t = self.timesteps
+        last = num_timesteps - 1
+        used = ("max",) if t.curriculum == "off" else ("max", "start_max")  # the start range serves a ramp only
+        for name in used:
+            highest = getattr(t, name)
+            if highest > last:
+                raise ConfigError(f"timesteps.{name}", f"{_TIMESTEP_LABELS[name].capitalize()} ({highest}) is beyond "
+                                                       f"this model's last timestep: its timesteps run from 0 to {last}")
+        end = (t.min, t.max)
+        if t.curriculum == "off":
+            return TimestepRange(end, end, 1)
+        return TimestepRange((t.start_min, t.start_max), end, t.ramp_steps, restart=t.curriculum == "restart")
 
     # -- JSON -----------------------------------------------------------------------------------
 
@@ -321,6 +355,23 @@ SETTINGS_INFO: tuple[SettingInfo, ...] = (
                 "Cosine annealing: also save a copy at the end of every cycle.", ADVANCED),
     SettingInfo("cosine.preview_at_cycle_end", "Preview when a cycle ends",
                 "Cosine annealing: also render a preview at the end of every cycle.", ADVANCED),
+    SettingInfo("timesteps.curriculum", "Noise curriculum (which timesteps training draws)",
+                "off: every step draws its timesteps evenly from the lowest to the highest timestep below; linear: "
+                "that range starts as the ramp's start range and moves to the lowest-highest range over the ramp "
+                "steps, then stays; restart: the same ramp, begun again every ramp steps. Small timesteps are "
+                "little noise (fine detail), large ones much (composition).", ADVANCED, CURRICULA),
+    SettingInfo("timesteps.min", "Lowest timestep (with a curriculum: at the ramp's end)",
+                "The smallest timestep training draws; 0 is the least noise.", ADVANCED),
+    SettingInfo("timesteps.max", "Highest timestep (with a curriculum: at the ramp's end)",
+                "The largest timestep training draws; Stable Diffusion's last is 999, the most noise.", ADVANCED),
+    SettingInfo("timesteps.start_min", "Curriculum: lowest timestep at the ramp's start",
+                "Where the lower end of the range starts.", ADVANCED),
+    SettingInfo("timesteps.start_max", "Curriculum: highest timestep at the ramp's start",
+                "Where the upper end of the range starts. With the defaults (a start range of 0-0 that widens to "
+                "0-999) linear is the old extension's noise training scheduler: low noise first.", ADVANCED),
+    SettingInfo("timesteps.ramp_steps", "Curriculum: ramp steps",
+                "Steps over which the range moves from the start range to the lowest-highest range; restart "
+                "begins the ramp again after this many steps.", ADVANCED),
     SettingInfo("unload_optimizer_for_preview", "Unload optimizer during previews",
                 "The optimizer's state moves to CPU memory while a preview renders, leaving the GPU memory to "
                 "the sampler.", ADVANCED),
@@ -365,6 +416,25 @@ def coerce_to_kind(value, default, field: str, label: str):
             return int(number)
         return number
     return "" if value is None else str(value)
+
+
+_TIMESTEP_LABELS = {"min": "lowest timestep", "max": "highest timestep",
+                    "start_min": "lowest timestep at the ramp's start", "start_max": "highest timestep at the ramp's start"}
+
+
+def _check_timesteps(t: TimestepSettings) -> None:
+    """Both ranges in order and not below 0, a ramp of at least one step; checked even while the curriculum is
+    off, as every section's numbers are. The model's own limit is checked by ``timestep_range``."""
+    object.__setattr__(t, "curriculum", _choice(t.curriculum, CURRICULA, "timesteps.curriculum"))
+    for low, high in (("min", "max"), ("start_min", "start_max")):
+        lowest, highest = getattr(t, low), getattr(t, high)
+        if lowest < 0:
+            raise ConfigError(f"timesteps.{low}", f"{_TIMESTEP_LABELS[low].capitalize()} ({lowest}) must be 0 or more")
+        if lowest > highest:
+            raise ConfigError(f"timesteps.{low}", f"{_TIMESTEP_LABELS[low].capitalize()} ({lowest}) is above the "
+                                                  f"{_TIMESTEP_LABELS[high]} ({highest})")
+    if t.ramp_steps < 1:
+        raise ConfigError("timesteps.ramp_steps", f"Curriculum ramp steps ({t.ramp_steps}) must be at least 1")
 
 
 def _whole(value, name: str) -> int:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ..config import DEFAULT_SIZES
 from ..errors import ConfigError
-from . import create_tab, generate_tab, sweep_tab, train_tab
+from . import create_tab, generate_tab, sets_tab, sweep_tab, train_tab
 
 
 class StandaloneTraining:
@@ -128,8 +128,11 @@ def build_app(folder: str | Path, model: str = "tiny", model_config: str | None 
             tab = sweep_tab.build(gr, names, lambda name: generate_tab.find_network(folder, name), sweeps.run,
                                   sizes=_attention_widths(model))
             tab["interrupt"].click(fn=sweeps.interrupt, inputs=[], outputs=[], queue=False)
+        with gr.Tab("Sets and merges"):
+            sets_tab.build(gr, lambda: str(folder))
         with gr.Tab("Generate"):
-            generate_tab.build(gr, names, generate_tab.make_generate(folder, _cached_adapter(model, model_config)))
+            generate_tab.build(gr, lambda: sorted(generate_tab.list_networks_and_sets(folder)),
+                               generate_tab.make_generate(folder, _cached_adapter(model, model_config)))
     return app
 
 

@@ -1,4 +1,4 @@
-"""Generate: see a hypernetwork at work (standalone app): one image with a network at a strength."""
+"""Generate: see a hypernetwork at work (standalone app): one image with a network or a set at a strength."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from .. import files
 from ..adapters.base import PreviewRequest
 from ..applier import FastApplier
 from ..errors import HypernetworkError
-from ..stack import Applied
+from ..stack import SET_SUFFIXES, Applied, build_set, is_set_file, read_set_file, require_members
 
 
 def list_networks(folder: str | Path) -> dict[str, Path]:
@@ -27,6 +27,22 @@ def find_network(folder: str | Path, name: str) -> Path | None:
     return list_networks(folder).get(name)
 
 
+def list_networks_and_sets(folder: str | Path) -> dict[str, Path]:
+    """What Generate offers: the networks of ``list_networks`` and the folder's sets (``.hnset.json``, ``.hns``)."""
+    sets = {files.listed_name(path): path for path in sorted(Path(folder).iterdir())
+            if path.is_file() and path.name.lower().endswith(SET_SUFFIXES)}
+    return {**sets, **list_networks(folder)}  # of a set and a network with one name, the network
+
+
+def _transform(path: Path, folder: Path, strength: float, device):
+    """A network at ``strength``, or a set whose members are found by name in ``folder`` (as the WebUI finds them)."""
+    if not is_set_file(path):
+        return Applied(files.load(path).to(device), strength)
+    spec = read_set_file(path)
+    members = require_members(spec, folder)
+    return build_set(spec, lambda name: files.load(members[name]).to(device), strength)
+
+
 def make_generate(folder: Path, adapter: Callable[[], object]):
     """``generate(name, strength, prompt, negative, steps, cfg, seed, width, height) -> (image, message)``."""
 
@@ -34,11 +50,11 @@ def make_generate(folder: Path, adapter: Callable[[], object]):
         model = adapter()
         transform, label = None, "no hypernetwork"
         if name:
-            path = find_network(folder, name)
+            path = list_networks_and_sets(folder).get(name)
             if path is None:
                 return None, f"{name} was not found in {folder}"
             try:
-                transform = Applied(files.load(path).to(model.device), float(strength))
+                transform = _transform(path, folder, float(strength), model.device)
             except HypernetworkError as error:
                 return None, str(error)
             label = f"{name} at strength {float(strength):g}"
