@@ -35,6 +35,14 @@ REFERENCE_CASES = {
 FAST_PATH_TOLERANCE = 2  # of 255, largest pixel difference
 
 
+def assert_startup_is_clean(log: str) -> None:
+    """No script failed to load, no traceback, and nothing from us: nothing is wrong, so we say nothing."""
+    for text in ("Error loading script", "Traceback"):
+        assert text not in log, log
+    ours = [line for line in log.splitlines() if "[hypernetwork-ext]" in line]
+    assert ours == [], ours
+
+
 def write_networks(folder):
     for name, (activation, seed) in NETWORKS.items():
         config = HypernetworkConfig(sizes=SD15_SIZES, layer_structure=(1, 2, 1), activation=activation, init_std=0.05)
