@@ -131,7 +131,10 @@ class Chart:
         y_labels = tick_labels(loss_ticks) + tick_labels(rate_ticks)
         left = PAD + max(self._size(text)[0] for text in y_labels) + TICK + 4
         right = WIDTH - PAD - 8
-
+        step_ticks = self._step_ticks(min(steps), max(steps), right - left)
+        # the step labels are centred on their ticks: the first and last need half their width beside the panels
+        left = max(left, PAD + self._size(tick_labels(step_ticks)[0])[0] // 2 + 1)
+        right = min(right, WIDTH - PAD - self._size(tick_labels(step_ticks)[-1])[0] // 2 - 1)
         step_ticks = self._step_ticks(min(steps), max(steps), right - left)
         first, last = step_ticks[0], step_ticks[-1]
 

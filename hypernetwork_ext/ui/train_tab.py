@@ -61,7 +61,8 @@ def layout_rows(group: str) -> list[tuple[SettingInfo, ...]]:
 
 
 def accordion_id(elem_prefix: str, group: str) -> str:
-    return f"{elem_prefix}_{group.lower().replace(' ', '_')}"
+    """hnext_train_optimizer_accordion for "Optimizer" (hnext_train_optimizer is the optimizer's own list)."""
+    return f"{elem_prefix}_{group.lower().replace(' ', '_')}_accordion"
 
 
 def default_values(settings: TrainingSettings | None = None) -> list:
