@@ -508,10 +508,9 @@ def add_commands(commands) -> None:
 
 
 def run_app(args) -> None:
-    try:
-        import gradio  # noqa: F401
-    except ImportError:
-        raise ConfigError("app", "the app needs Gradio: pip install 'hypernetwork-ext[app]'") from None
+    import importlib.util
+    if importlib.util.find_spec("gradio") is None:
+        raise ConfigError("app", "the app needs Gradio: pip install 'hypernetwork-ext[app]'")
     check_model_config(args.model, args.model_config)
     from .ui.app import launch
     print(f"Serving on http://127.0.0.1:{args.port} (Ctrl+C to stop)")
