@@ -30,6 +30,7 @@ def reset(hypernetwork_dir: Path):
     m["shared"].opts.data["sd_hypernetwork"] = "None"
     m["shared"].cmd_opts.hypernetwork_dir = str(hypernetwork_dir)
     m["shared"].cmd_opts.hypernetwork_ext_no_patches = False
+    m["shared"].cmd_opts.textual_inversion_templates_dir = ""
     sys.modules.pop("hypernetwork_ext_patches", None)
     for name in [n for n in sys.modules if n.startswith("hypernetwork_ext_patches.")]:
         sys.modules.pop(name)

@@ -2,7 +2,7 @@
 import argparse
 
 cmd_opts = argparse.Namespace(hypernetwork_dir="", disable_safe_unpickle=False, hypernetwork_ext_no_patches=False,
-                              lowvram=False)
+                              lowvram=False, textual_inversion_templates_dir="")
 
 
 class OptionInfo:
