@@ -3,8 +3,9 @@
 STAND-IN, kept for what the real WebUI (tests/test_real_a1111.py, which checks patches, listing, broken
 files, images and generation info) cannot show: attention outputs against the formula at strength 0.5
 and for a weighted mix (an image only shows that something changed), the cache reloading a changed file,
-the fast-path switch reaching the applier object, same-named files, and the Forge UNet patcher (Forge is
-not in the real-WebUI test layer yet)."""
+the fast-path switch reaching the applier object, same-named files, the Forge UNet patcher (Forge is
+not in the real-WebUI test layer yet), and the "Hypernetwork strength" setting's place beside the Settings
+dropdown and its multiplier in attention (the real-WebUI test compares images)."""
 
 import pytest
 import torch
