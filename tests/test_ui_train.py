@@ -274,6 +274,17 @@ def test_chart_ticks_are_round_numbers_written_exactly():
     assert tick_labels(nice_ticks(0, 4e-5, 3)) == ["0", "2e-05", "4e-05"]
     assert nice_ticks(1, 2000, 12, minimum_step=1) == list(range(0, 2001, 200))
     assert nice_ticks(3, 3, 12, minimum_step=1) == [2, 3, 4]  # one step: whole numbers around it
+    import random
+    draw = random.Random(1)
+    for _ in range(2000):  # any range: round ticks that cover it, no more than asked where that is possible
+        low = draw.uniform(-5, 5) * 10 ** draw.randint(-8, 5)
+        high = low + draw.uniform(0, 3) * 10 ** draw.randint(-8, 5)
+        most = draw.randint(2, 12)
+        ticks = nice_ticks(low, high, most)
+        step = ticks[1] - ticks[0]  # within a millionth of a step is on the axis's end, to the eye
+        assert ticks[0] <= low + step / 1e6 and ticks[-1] >= high - step / 1e6, (low, high, most, ticks)
+        assert len(ticks) <= max(most, 3) and ticks == sorted(set(ticks)), (low, high, most, ticks)
+        assert len(set(tick_labels(ticks))) == len(ticks)
 
 
 @pytest.mark.parametrize("steps", [1, 2, 7, 150, 2000, 100_000])

@@ -33,27 +33,30 @@ def moving_average(values: list[float], window: int) -> list[float]:
 
 
 def nice_ticks(low: float, high: float, most: int, minimum_step: float = 0.0) -> list[float]:
-    """At most ``most`` (at least 2) round values (1, 2, 2.5 or 5 times a power of ten apart, and at least
-    ``minimum_step``) from at or below ``low`` to at or above ``high``."""
+    """Round values (1, 2, 2.5 or 5 times a power of ten apart, and at least ``minimum_step``) from at or below
+    ``low`` to at or above ``high``: at most ``most`` of them where round values allow (always 3 or fewer)."""
     if not high > low:  # one value: a tenth of it either side
         spread = abs(low) / 10 or 0.5
         low, high = low - spread, high + spread
-    for intervals in range(max(1, most - 1), 0, -1):
+    ticks = []
+    for intervals in range(max(1, most - 1), 0, -1):  # fewer and wider intervals until the ticks fit
         raw = max((high - low) / intervals, minimum_step)
         magnitude = 10 ** math.floor(math.log10(raw))
         step = next(m * magnitude for m in (1, 2, 2.5, 5, 10) if m * magnitude >= raw * (1 - 1e-9))
         first, last = math.floor(low / step + 1e-9), math.ceil(high / step - 1e-9)
-        if last - first + 1 <= max(2, most):
-            return [round(index * step, 12) for index in range(first, last + 1)]
-    raise AssertionError("unreachable: one interval always fits")
+        ticks = [round(index * step, 12) for index in range(first, last + 1)]
+        if len(ticks) <= max(2, most):
+            break
+    return ticks  # at worst three: one interval's round ends may lie either side of the range
 
 
 def tick_labels(ticks: list[float]) -> list[str]:
     """Whole numbers as they are; others in the fewest significant digits that write every tick exactly."""
     if all(float(t).is_integer() and abs(t) < 1e7 for t in ticks):
         return [str(int(t)) for t in ticks]
-    tolerance = 1e-6 * max(abs(t) for t in ticks)
-    for digits in range(1, 12):
+    gaps = [b - a for a, b in zip(ticks, ticks[1:])]
+    tolerance = (min(gaps) if gaps else abs(ticks[0]) or 1) / 1000  # well under a tick's step
+    for digits in range(1, 18):
         labels = [f"{t:.{digits}g}" for t in ticks]
         if all(abs(float(label) - t) <= tolerance for label, t in zip(labels, ticks)):
             return labels
