@@ -48,8 +48,8 @@ class PageConfig:
         """The first event that takes the component as an input, or else is triggered by it (a button)."""
         target = self.component(elem_id)["id"]
         events = self.config["dependencies"]
-        return next((i for i, d in enumerate(events) if target in d["inputs"]),
-                    next(i for i, d in enumerate(events) if target in d["targets"]))
+        takes_it = [i for i, d in enumerate(events) if target in d["inputs"]]
+        return takes_it[0] if takes_it else next(i for i, d in enumerate(events) if target in d["targets"])
 
     def handler(self, elem_id: str):
         """A function that calls the handler of the component's event (see ``_event``) as Gradio would: every
