@@ -62,7 +62,7 @@ def write_training_network(folder, name):
 def render(running, prompt: str, settings: dict):
     """Settings go through the options API and are put back after the image: the WebUI's per-request
     override_settings never restores an option that its config file does not hold yet."""
-    defaults = {"sd_hypernetwork": "None"}
+    defaults = {"sd_hypernetwork": "None", "hypernetwork_ext_dropdown_strength": 1.0}
     if settings:
         running.set_options(**settings)
     try:
