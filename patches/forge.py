@@ -17,6 +17,7 @@ from __future__ import annotations
 import torch
 import torch.utils.checkpoint
 
+from hypernetwork_ext.adapters.sampling import betas_of, lvlb_weights, noise_prediction_loss, per_sample_error
 from hypernetwork_ext.attention import attention_widths
 
 
@@ -98,19 +99,6 @@ def _is_v_prediction(sd_model, base_model) -> bool:
     return kind in ("v", "v_prediction") or type(_sampling(base_model)).__name__.startswith("V_PREDICTION")
 
 
-def vlb_weights(alphas_cumprod: torch.Tensor, v_prediction: bool) -> torch.Tensor:
-    """ldm's ``lvlb_weights`` for its default schedule settings, from the cumulative alphas alone."""
-    if v_prediction:
-        return torch.ones_like(alphas_cumprod)
-    previous = torch.cat([alphas_cumprod.new_ones(1), alphas_cumprod[:-1]])
-    alphas = alphas_cumprod / previous
-    betas = 1 - alphas
-    posterior_variance = betas * (1 - previous) / (1 - alphas_cumprod)
-    weights = betas ** 2 / (2 * posterior_variance * alphas * (1 - alphas_cumprod))
-    weights[0] = weights[1]
-    return weights
-
-
 def make_autograd_usable(module: torch.nn.Module) -> int:
     """Forge loads its weights under ``torch.inference_mode``; autograd cannot save such tensors for the
     backward pass, so the hypernetwork's gradient (which flows back through the frozen projections)
@@ -168,7 +156,7 @@ class ForgeTrainingModel:
         sigmas = _sampling(base_model).sigmas.detach().double().cpu()
         self.alphas_cumprod = (1 / (1 + sigmas ** 2)).float()
         self.v_prediction = _is_v_prediction(sd_model, base_model)
-        self.lvlb_weights = vlb_weights(self.alphas_cumprod.double(), self.v_prediction).float()
+        self.lvlb_weights = lvlb_weights(betas_of(self.alphas_cumprod), self.v_prediction)
 
     @property
     def num_timesteps(self) -> int:
@@ -199,13 +187,7 @@ class ForgeTrainingModel:
         x_noisy = alpha.sqrt() * latents + (1 - alpha).sqrt() * noise
         output = self.unet(x_noisy, t.float(), context=cond)
         target = alpha.sqrt() * noise - (1 - alpha).sqrt() * latents if self.v_prediction else noise
-        error = (output.float() - target.float()) ** 2
-        if weights is not None:
-            error = error * weights.to(error.device, error.dtype)
-        per_sample = error.mean(dim=(1, 2, 3))
-        if kind == "vlb":
-            return (self.lvlb_weights.to(per_sample.device)[t] * per_sample).mean()
-        return per_sample.mean()  # "full" is "simple" for SD's configs (logvar 0, no ELBO term)
+        return noise_prediction_loss(per_sample_error(output, target, weights), kind, t, self.lvlb_weights)
 
     def attach_to_unet(self, applier):
         """Every UNet call (training and the previews) runs ``applier`` through the attention patches."""

@@ -5,7 +5,9 @@ set files), ``load_hypernetwork`` / ``load_hypernetworks`` (safe loading, beta a
 sets, a cache by path and modification time, a clear console message and no half-loaded network
 on a bad file), ``apply_single_hypernetwork`` and ``apply_hypernetworks`` (the fast applier).
 Every attention optimisation of the WebUI calls ``apply_hypernetworks`` through the module, so
-one replacement reaches all of them.
+one replacement reaches all of them. And ``ExtraNetworkHypernet.activate`` in
+``modules.extra_networks_hypernet``, so that the network the Settings dropdown "Add hypernetwork to
+prompt" adds comes at the strength of our "Hypernetwork strength" setting.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ import torch
 
 from hypernetwork_ext import FastApplier, HypernetworkError, files
 from hypernetwork_ext.stack import SET_SUFFIXES, Applied, Sequence, build_set, is_set_file, member_names, read_set_file
+
+from .settings import DROPDOWN_STRENGTH
 
 
 class LoadedHypernetwork:
@@ -180,6 +184,26 @@ def generation_info(hypernetworks) -> str:
     return ", ".join(f"{h.name}: {h.shorthash()}" for h in hypernetworks if isinstance(h, LoadedHypernetwork))
 
 
+def with_dropdown_strength(webui_activate, shared, extra_networks):
+    """``ExtraNetworkHypernet.activate`` with the network of "Add hypernetwork to prompt" (``sd_hypernetwork``)
+    added at the "Hypernetwork strength" setting. The WebUI adds it as ``<hypernet:name:default multiplier>`` to
+    each prompt (the infotext keeps it) unless the prompt names it already; here it is added the same way at
+    our strength first, so the WebUI's own code finds it named and goes on unchanged. At the default multiplier
+    nothing differs from the WebUI. ``webui_activate()`` gives the WebUI's function (looked up at each call, so
+    that it is the WebUI's own even after a UI reload)."""
+    def activate_at_strength(self, p, params_list):
+        opts = shared.opts
+        chosen = getattr(opts, "sd_hypernetwork", "None")
+        strength = getattr(opts, DROPDOWN_STRENGTH, None)
+        default = getattr(opts, "extra_networks_default_multiplier", 1.0)
+        if (strength is not None and float(strength) != float(default) and chosen != "None"
+                and chosen in shared.hypernetworks and not any(params.items[0] == chosen for params in params_list)):
+            p.all_prompts = [f"{prompt}<hypernet:{chosen}:{strength}>" for prompt in p.all_prompts]
+            params_list.append(extra_networks.ExtraNetworkParams(items=[chosen, strength]))
+        return webui_activate()(self, p, params_list)
+    return activate_at_strength
+
+
 def install(registry, hypernetwork_module, shared, devices) -> WebUIHypernetworks:
     """Put the replacements in place through ``registry``; returns the object that serves them."""
     served = WebUIHypernetworks(shared, devices, log=registry.log)
@@ -187,6 +211,15 @@ def install(registry, hypernetwork_module, shared, devices) -> WebUIHypernetwork
                       "apply_single_hypernetwork", "apply_hypernetworks"):
         registry.replace(hypernetwork_module, attribute, getattr(served, attribute),
                          "hypernetworks are listed, loaded and applied by the extension")
+    try:
+        from modules import extra_networks, extra_networks_hypernet
+    except ImportError:
+        extra_networks_hypernet = None
+    if extra_networks_hypernet is not None:
+        tag = extra_networks_hypernet.ExtraNetworkHypernet
+        webui_activate = lambda: registry.original(tag, "activate")  # noqa: E731
+        registry.replace(tag, "activate", with_dropdown_strength(webui_activate, shared, extra_networks),
+                         'the network of "Add hypernetwork to prompt" comes at the "Hypernetwork strength" setting')
     if hasattr(shared, "reload_hypernetworks"):
         shared.reload_hypernetworks()
     return served

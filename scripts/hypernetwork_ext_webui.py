@@ -53,13 +53,20 @@ def _install(registry):
     return served, gate
 
 
-def _template_path(name):
+def _templates():
+    """The WebUI's prompt templates, {file name: path}, listed again from its templates folder (files copied in
+    since startup appear)."""
     try:
         from modules.textual_inversion import textual_inversion
     except ImportError:
-        return None
-    template = textual_inversion.textual_inversion_templates.get(name)
-    return getattr(template, "path", None)
+        return {}
+    listing = getattr(textual_inversion, "list_textual_inversion_templates", None)
+    templates = listing() if listing is not None else textual_inversion.textual_inversion_templates
+    return {name: template.path for name, template in templates.items() if getattr(template, "path", None)}
+
+
+def _template_path(name):
+    return _templates().get(name)
 
 
 def _model_info():
@@ -75,6 +82,22 @@ def _bind_api_routes(_demo, _app):
         registry, lambda: shared.cmd_opts.hypernetwork_dir, shared.reload_hypernetworks)
 
 
+def _model_attention_widths():
+    """The attention widths of the loaded model, for the module sizes of Create Beta hypernetwork; None while no
+    model is loaded. Reads the model the WebUI holds without loading one (``shared.sd_model`` would load it)."""
+    try:
+        from modules import sd_models
+        model = sd_models.model_data.sd_model
+    except (ImportError, AttributeError):
+        model = getattr(shared, "sd_model", None)
+    forge_unet = getattr(getattr(model, "forge_objects", None), "unet", None)  # Forge and reForge
+    unet = getattr(getattr(forge_unet or model, "model", None), "diffusion_model", None)
+    if unet is None:
+        return None
+    from hypernetwork_ext.attention import attention_widths
+    return attention_widths(unet) or None
+
+
 def _trainable_hypernetworks():
     """The networks in the folder now (refresh must show files copied in since startup); sets apply,
     they do not train."""
@@ -88,27 +111,30 @@ def _hypernetwork_file(name):
     return Path(path) if path else None
 
 
-def build_tabs():
-    """Create Beta hypernetwork, Train_Gamma, Sweep, and Sets and merges."""
+def build_tabs(txt2img_preview_params=None):
+    """Create Beta hypernetwork, Train_Gamma, Sweep, and Sets and merges; ``txt2img_preview_params``: the txt2img
+    controls that the Train tab callback hands over (previews may read them), None where there are none."""
     import gradio as gr
     from hypernetwork_ext.ui import create_tab, sets_tab, sweep_tab, train_tab
 
-    with gr.Tab(label="Create Beta hypernetwork", id="hnext_create_tab"):
-        create_tab.build(gr, lambda: shared.cmd_opts.hypernetwork_dir, on_created=shared.reload_hypernetworks)
-    with gr.Tab(label="Train_Gamma", id="hnext_train_tab"):
+    with gr.Tab(label="Create Beta hypernetwork", id="hnext_create_tab", elem_id="hnext_create_tab"):
+        create_tab.build(gr, lambda: shared.cmd_opts.hypernetwork_dir, on_created=shared.reload_hypernetworks,
+                         model_widths=_model_attention_widths)
+    with gr.Tab(label="Train_Gamma", id="hnext_train_tab", elem_id="hnext_train_tab"):
         from modules import devices, processing, progress
         webui_training = importlib.import_module("hypernetwork_ext_patches.webui_training")
         start = webui_training.start_from_tab(shared, processing, devices, _model_info, training_gate, progress)
         tab = train_tab.build(gr, _trainable_hypernetworks, start, progress_js="hnext_start_training",
-                              preview_samplers=webui_training.webui_sampler_names() or ())
+                              preview_samplers=webui_training.webui_sampler_names() or (), templates=_templates,
+                              txt2img_preview_params=txt2img_preview_params)
         tab["interrupt"].click(fn=lambda: shared.state.interrupt(), inputs=[], outputs=[])
-    with gr.Tab(label="Sweep", id="hnext_sweep_tab"):
-        from modules import devices, processing
+    with gr.Tab(label="Sweep", id="hnext_sweep_tab", elem_id="hnext_sweep_tab"):
         run = importlib.import_module("hypernetwork_ext_patches.webui_sweep").run_from_tab(
             shared, processing, devices, _model_info, training_gate)
-        tab = sweep_tab.build(gr, _trainable_hypernetworks, _hypernetwork_file, run)
+        tab = sweep_tab.build(gr, _trainable_hypernetworks, _hypernetwork_file, run,
+                              model_widths=_model_attention_widths)
         tab["interrupt"].click(fn=lambda: shared.state.interrupt(), inputs=[], outputs=[])
-    with gr.Tab(label="Sets and merges", id="hnext_sets_tab"):  # a saved set is listed at once, for prompts
+    with gr.Tab(label="Sets and merges", id="hnext_sets_tab", elem_id="hnext_sets_tab"):  # a saved set is listed at once, for prompts
         sets_tab.build(gr, lambda: shared.cmd_opts.hypernetwork_dir, on_saved=shared.reload_hypernetworks)
 
 
@@ -119,9 +145,9 @@ class TabHost:
     def __init__(self):
         self.in_train_tab = False
 
-    def train_tabs(self, _params):
+    def train_tabs(self, params):
         self.in_train_tab = True
-        build_tabs()
+        build_tabs(list(getattr(params, "txt2img_preview_params", None) or ()))
 
     def top_level_tabs(self):
         if self.in_train_tab:

@@ -48,9 +48,27 @@ def field(page, elem_id: str):
     return page.locator(f"#{elem_id} textarea, #{elem_id} input").first
 
 
+def reveal(page, elem_id: str):
+    """Opens every closed accordion around the element, as a user does before typing into it (Gradio 3 and 4
+    hide a closed accordion's content, after its clickable label)."""
+    page.evaluate("""id => {
+        for (let node = document.getElementById(id); node; node = node.parentElement) {
+            const label = node.previousElementSibling;
+            if (node.style.display === 'none' && label && label.classList.contains('label-wrap')) label.click();
+        }
+    }""", elem_id)
+
+
 def fill(page, values: dict[str, object]):
+    """Types each value into its input (opening the accordions around it), presses and lets go of a key that
+    changes nothing (a dropdown that takes typed values takes them on key-up) and leaves the input (a slider's
+    number box hands its value to the slider then)."""
     for elem_id, value in values.items():
-        field(page, elem_id).fill(str(value))
+        reveal(page, elem_id)
+        box = field(page, elem_id)
+        box.fill(str(value))
+        box.press("End")
+        box.blur()
 
 
 def choose(page, elem_id: str, option: str, refresh_id: str, tries: int = 30):

@@ -35,6 +35,14 @@ REFERENCE_CASES = {
 FAST_PATH_TOLERANCE = 2  # of 255, largest pixel difference
 
 
+def assert_startup_is_clean(log: str) -> None:
+    """No script failed to load, no traceback, and nothing from us: nothing is wrong, so we say nothing."""
+    for text in ("Error loading script", "Traceback"):
+        assert text not in log, log
+    ours = [line for line in log.splitlines() if "[hypernetwork-ext]" in line]
+    assert ours == [], ours
+
+
 def write_networks(folder):
     for name, (activation, seed) in NETWORKS.items():
         config = HypernetworkConfig(sizes=SD15_SIZES, layer_structure=(1, 2, 1), activation=activation, init_std=0.05)
@@ -54,7 +62,7 @@ def write_training_network(folder, name):
 def render(running, prompt: str, settings: dict):
     """Settings go through the options API and are put back after the image: the WebUI's per-request
     override_settings never restores an option that its config file does not hold yet."""
-    defaults = {"sd_hypernetwork": "None"}
+    defaults = {"sd_hypernetwork": "None", "hypernetwork_ext_dropdown_strength": 1.0}
     if settings:
         running.set_options(**settings)
     try:

@@ -1,14 +1,20 @@
 """The standalone app, served on 127.0.0.1, driven in headless Chromium: create, a short training run whose
-progress shows while it runs, and an image from the trained network. A screenshot of each tab is kept in
+progress shows while it runs, and an image from the trained network; Train_Gamma's layout (height, closed
+accordions that still submit their values and open to show a message). A screenshot of each tab is kept in
 tests/artifacts/."""
 
+import json
 import re
 
 import pytest
 
-from browser import (chromium_page, choose, fill, free_port, open_tab, record_html, recorded_html, screenshot,
-                     wait_for_text)
-from training_helpers import make_images
+from browser import (ARTIFACTS, chromium_page, choose, fill, free_port, open_tab, record_html, recorded_html,
+                     screenshot, wait_for_text)
+from training_helpers import make_images, make_network
+
+# Train_Gamma's height in this app at 1280 px before its layout came from the settings table (every setting in one
+# column, commit 3c70bad): document.querySelector('#hnext_train_tab').scrollHeight, measured the same way
+TRAIN_TAB_HEIGHT_BEFORE = 3659
 
 
 @pytest.fixture
@@ -38,6 +44,19 @@ def test_create_train_and_generate_in_the_browser(app_page):
     assert (folder / "browser_net.pt").exists(), (page.inner_text("#hnext_create_output"), list(folder.iterdir()))
     assert "not a number" not in page.inner_text("#hnext_create_layers_message")  # the message went away
     screenshot(page, "app_create_tab")
+
+    labels = page.locator("#hnext_create_sizes label").all_inner_texts()
+    assert [label.strip() for label in labels] == ["48", "32", "64"]  # the app's model's attention widths
+    fill(page, {"hnext_create_name": "browser_out", "hnext_create_layers": "1, 2, 1"})
+    choose(page, "hnext_create_activation", "relu", refresh_id="hnext_create_sizes_refresh")
+    page.check("#hnext_create_activate_output input")
+    page.check("#hnext_create_use_dropout input")  # the dropout structure is in view beside it
+    fill(page, {"hnext_create_dropout": "0, 0.1, 0"})
+    page.click("#hnext_create_button")
+    wait_for_text(page, "hnext_create_output", "browser_out.pt")
+    from hypernetwork_ext import load
+    created = load(folder / "browser_out.pt")
+    assert created.config.activate_output and created.config.dropout_structure == (0, 0.1, 0)
 
     open_tab(page, "Train_Gamma")
     page.click("#hnext_train_train")
@@ -149,3 +168,46 @@ def test_compose_a_set_and_merge_in_the_browser(app_page):
     page.click("#hnext_generate_button")
     wait_for_text(page, "hnext_generate_message", "Generated with combo at strength 1")
     page.locator("#hnext_generate_image img").first.wait_for()
+
+
+def test_train_gamma_folds_the_rarely_used_settings_and_still_uses_them(app_page):
+    page, folder, tmp_path = app_page
+    make_network(folder / "layout_net.pt")
+    open_tab(page, "Train_Gamma")
+    page.locator("#hnext_train_learn_rate").wait_for()
+    height = page.evaluate("() => document.querySelector('#hnext_train_tab').scrollHeight")
+    ARTIFACTS.mkdir(exist_ok=True)
+    (ARTIFACTS / "app-train-tab-height.txt").write_text(
+        f"Train_Gamma in the app at 1280 px: {TRAIN_TAB_HEIGHT_BEFORE} px before, {height} px now\n")
+    assert height < TRAIN_TAB_HEIGHT_BEFORE / 2, height
+    screenshot(page, "app_train_tab_layout")
+    for elem_id in ("hnext_train_data_dir", "hnext_train_learn_rate", "hnext_train_batch_size", "hnext_train_width",
+                    "hnext_train_max_steps", "hnext_train_preview_every", "hnext_train_train", "hnext_train_interrupt"):
+        assert page.locator(f"#{elem_id}").first.is_visible(), elem_id
+    assert page.locator("#hnext_train_preview_prompt textarea").is_hidden()  # in the closed Previews
+    assert page.locator("#hnext_train_preview_from_txt2img").count() == 0  # the app has no txt2img tab to read
+
+    choose(page, "hnext_train_hypernetwork", "layout_net", refresh_id="hnext_train_refresh")
+    make_images(tmp_path / "data", 2, sizes=((64, 64),))
+    fill(page, {"hnext_train_data_dir": tmp_path / "data", "hnext_train_log_dir": tmp_path / "logs",
+                "hnext_train_learn_rate": "1e-3", "hnext_train_width": 64, "hnext_train_height": 64,
+                "hnext_train_max_steps": 1, "hnext_train_save_every": 0, "hnext_train_preview_every": 0,
+                "hnext_train_adam_beta1": 1.5, "hnext_train_preview_steps": 3,
+                "hnext_train_template": "[name], [filewords]"})
+    for accordion in ("optimizer", "previews"):  # closed again: the values stay in them
+        page.click(f"#hnext_train_{accordion}_accordion .label-wrap")
+    assert page.locator("#hnext_train_adam_beta1 input").is_hidden()
+    page.click("#hnext_train_train")
+    wait_for_text(page, "hnext_train_adam_beta1_message", "below 1")
+    assert page.locator("#hnext_train_adam_beta1_message").first.is_visible()  # its accordion opened to show it
+    screenshot(page, "app_train_tab_message_in_an_accordion")
+
+    fill(page, {"hnext_train_adam_beta1": 0.8})
+    page.click("#hnext_train_optimizer_accordion .label-wrap")
+    assert page.locator("#hnext_train_adam_beta1 input").is_hidden()
+    page.click("#hnext_train_train")
+    wait_for_text(page, "hnext_train_output", "Training finished at step 1")
+    assert page.locator("#hnext_train_adam_beta1_message").first.is_hidden()  # fixed: no message, no room taken
+    used = json.loads(next((tmp_path / "logs").rglob("settings.json")).read_text())
+    assert (used["adam_beta1"], used["preview"]["steps"], used["template"]) == (0.8, 3, "[name], [filewords]")
+    assert (used["width"], used["height"]) == (64, 64)  # the sliders took the typed sizes

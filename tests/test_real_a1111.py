@@ -7,18 +7,21 @@ reference images and stops, then the WebUI with the extension serves every test.
 
 from __future__ import annotations
 
+import json
 import re
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
 import real_webui
-from browser import chromium_page, choose, fill, record_html, recorded_html, screenshot, wait_for_text
+from browser import ARTIFACTS, chromium_page, choose, fill, record_html, recorded_html, reveal, screenshot, wait_for_text
 from hypernetwork_ext import load
-from real_webui_checks import (FAST_PATH_TOLERANCE, PROMPT, REFERENCE_CASES, STACK, api_training_request, fill_training,
-                               open_page, open_webui_tab, render, train_in_the_webuis_own_tab, train_through_api,
-                               training_images, wait_for_console, write_training_network)
+from real_webui_checks import (FAST_PATH_TOLERANCE, PROMPT, REFERENCE_CASES, STACK, api_training_request,
+                               assert_startup_is_clean, fill_training, open_page, open_webui_tab, render,
+                               train_in_the_webuis_own_tab, train_through_api, training_images, wait_for_console,
+                               write_training_network)
 from training_helpers import same_tensors, weights_of
 
 @pytest.fixture(scope="module")
@@ -56,11 +59,7 @@ def test_the_plain_webui_loads_our_files_and_they_change_its_image(plain):
 
 
 def test_startup_is_clean(webui):
-    log = webui.log()
-    for text in ("Error loading script", "Traceback"):
-        assert text not in log, log
-    ours = [line for line in log.splitlines() if "[hypernetwork-ext]" in line]
-    assert ours == [], ours  # nothing is wrong, so the extension says nothing
+    assert_startup_is_clean(webui.log())
     state = webui.probe()
     assert state["originals_are_webui"] and state["replacements_are_ours"], state
     assert "hypernetwork.apply_hypernetworks" in " ".join(state["patched"]), state
@@ -332,6 +331,122 @@ def test_the_sweep_tab_in_the_page(webui, tmp_path):
                                                            "2_hn_sweep_start__learn_rate-5e-4")]
     assert not same_tensors(start, trained[0]) and not same_tensors(trained[0], trained[1])
     assert same_tensors(start, weights_of(folder / "hn_sweep_start.pt"))  # the start was only read
+
+
+# -- Train_Gamma's layout and the new controls in the real page --------------------------------------
+
+# Train_Gamma's height in this page at 1280 px, every setting in one column (before issue 12's layout)
+TRAIN_TAB_HEIGHT_BEFORE = 4300
+
+
+def test_train_gamma_is_laid_out_in_rows_and_closed_accordions(webui):
+    with chromium_page() as page:
+        open_page(webui, page)
+        open_webui_tab(page, "Train", "Train_Gamma")
+        page.locator("#hnext_train_learn_rate").wait_for()
+        height = page.evaluate("() => document.querySelector('#hnext_train_tab').scrollHeight")
+        ARTIFACTS.mkdir(exist_ok=True)
+        (ARTIFACTS / "real-a1111-train-tab-height.txt").write_text(
+            f"Train_Gamma in A1111 1.8 at 1280 px: about {TRAIN_TAB_HEIGHT_BEFORE} px before, {height} px now\n")
+        assert height < TRAIN_TAB_HEIGHT_BEFORE * 0.6, height
+        for elem_id in ("hnext_train_data_dir", "hnext_train_learn_rate", "hnext_train_batch_size",
+                        "hnext_train_width", "hnext_train_max_steps", "hnext_train_train"):
+            assert page.locator(f"#{elem_id}").first.is_visible(), elem_id
+        assert page.locator("#hnext_train_preview_prompt textarea").is_hidden()  # in the closed Previews
+        assert page.locator("#hnext_train_preview_from_txt2img").count() == 1  # the WebUI hands over txt2img
+        screenshot(page, "real_a1111_train_tab_layout")
+
+
+def test_the_template_list_is_the_webuis_templates(webui):
+    templates = {path.name for path in (webui.build.webui / "textual_inversion_templates").iterdir()}
+    assert {"hypernetwork.txt", "style_filewords.txt"} <= templates
+    with chromium_page() as page:
+        open_page(webui, page)
+        open_webui_tab(page, "Train", "Train_Gamma")
+        page.click("#hnext_train_template_refresh")
+        page.locator("#hnext_train_template input").click()
+        page.locator("#hnext_train_template li").first.wait_for()
+        offered = {text.strip() for text in page.locator("#hnext_train_template li").all_inner_texts()}
+    assert offered == templates, offered
+
+
+def test_previews_read_the_txt2img_tab_and_a_template_by_its_name(webui, tmp_path):
+    data = training_images(tmp_path)
+    write_training_network(webui.build.hypernetwork_dir, "hn_train_txt2img")  # copied in while the WebUI runs
+    txt2img_prompt = "a lighthouse, typed into txt2img"
+    with chromium_page() as page:
+        open_page(webui, page)
+        fill(page, {"txt2img_prompt": txt2img_prompt, "txt2img_steps": 2, "txt2img_width": 64,
+                    "txt2img_height": 64, "txt2img_seed": 77})
+        open_webui_tab(page, "Train", "Train_Gamma")
+        choose(page, "hnext_train_hypernetwork", "hn_train_txt2img", refresh_id="hnext_train_refresh")
+        fill_training(page, data, tmp_path / "logs", steps=1, preview_every=1)  # its own preview prompt: PROMPT
+        choose(page, "hnext_train_template", "hypernetwork.txt", refresh_id="hnext_train_template_refresh")
+        reveal(page, "hnext_train_preview_from_txt2img")
+        page.check("#hnext_train_preview_from_txt2img input")
+        page.click("#hnext_train_train")
+        wait_for_text(page, "hnext_train_output", "Training finished at step 1")
+    used = json.loads(next((tmp_path / "logs").rglob("settings.json")).read_text())
+    assert (used["preview"]["prompt"], used["preview"]["seed"], used["preview"]["steps"]) == (txt2img_prompt, 77, 2)
+    assert (used["preview"]["width"], used["preview"]["height"]) == (64, 64)
+    template = webui.build.webui / "textual_inversion_templates" / "hypernetwork.txt"
+    assert Path(used["template"]).resolve() == template.resolve()  # chosen by name, trained with its file
+    previews = [path for path in (tmp_path / "logs").rglob("*.png") if path.parent.name == "images"]
+    assert len(previews) == 1, previews  # rendered by the WebUI's txt2img with its tab's parameters
+
+
+def test_create_offers_the_models_widths_and_activate_output(webui):
+    sd15 = "768,320,640,1280"  # the loaded SD 1.5 model's attention widths (no 1024: that is SD 2's)
+    with chromium_page() as page:
+        open_page(webui, page)
+        open_webui_tab(page, "Train", "Create Beta hypernetwork")
+        page.click("#hnext_create_sizes_refresh")  # the model may have loaded after the page was built
+        page.wait_for_function("""widths => [...document.querySelectorAll('#hnext_create_sizes label')]
+            .map(label => label.innerText.trim()).join(',') === widths""", arg=sd15)
+        assert page.locator("#hnext_create_dropout").first.is_visible()  # beside Use dropout, not folded away
+        fill(page, {"hnext_create_name": "hn_browser_activated", "hnext_create_layers": "1, 2, 1"})
+        page.check("#hnext_create_activate_output input")
+        page.check("#hnext_create_use_dropout input")
+        fill(page, {"hnext_create_dropout": "0, 0.1, 0"})
+        page.click("#hnext_create_button")
+        wait_for_text(page, "hnext_create_output", "Created:")
+    created = load(webui.build.hypernetwork_dir / "hn_browser_activated.pt")
+    assert created.config.sizes == (768, 320, 640, 1280)
+    assert created.config.activate_output and created.config.dropout_structure == (0, 0.1, 0)
+    assert "hn_browser_activated" in {entry["name"] for entry in webui.get("/sdapi/v1/hypernetworks")}
+
+
+def test_hypernetwork_strength_applies_to_the_network_the_settings_dropdown_adds(webui, plain, figures):
+    webui.set_options(hypernetwork_ext_fast_apply=False)  # the plain formula: equal to the plain WebUI's images
+    try:
+        at_default = render(webui, PROMPT, {"sd_hypernetwork": "hn_relu", "hypernetwork_ext_dropdown_strength": 1.0})
+        at_08 = render(webui, PROMPT, {"sd_hypernetwork": "hn_linear", "hypernetwork_ext_dropdown_strength": 0.8})
+    finally:
+        webui.set_options(hypernetwork_ext_fast_apply=True)
+    for case, ours, reference in (("strength 1", at_default, "settings_dropdown"), ("strength 0.8", at_08, "linear_0.8")):
+        difference = real_webui.largest_difference(ours, plain["images"][reference])
+        figures.add(f"plain formula: Settings dropdown at {case} vs plain {reference}: largest pixel difference {difference}")
+        assert difference == 0, case
+    webui.set_options(sd_hypernetwork="hn_linear", hypernetwork_ext_dropdown_strength=0.8)
+    try:
+        info = webui.txt2img(PROMPT)[1]
+    finally:
+        webui.set_options(sd_hypernetwork="None", hypernetwork_ext_dropdown_strength=1.0)
+    assert "<hypernet:hn_linear:0.8>" in info["infotexts"][0], info["infotexts"][0]  # PNG info gives it back
+
+
+def test_hypernetwork_strength_sits_under_add_hypernetwork_to_prompt(webui):
+    with chromium_page() as page:
+        open_page(webui, page)
+        open_webui_tab(page, "Settings")
+        page.locator("#settings > .tab-nav button").filter(has_text=re.compile(r"^\s*Extra Networks\s*$")).first.click()
+        page.locator("#setting_hypernetwork_ext_dropdown_strength").wait_for()
+        order = page.evaluate("""() => [...new Set([...document.querySelectorAll('#settings_extra_networks [id^="setting_"]')]
+            .map(element => element.id))]""")
+        assert order[order.index("setting_sd_hypernetwork") + 1] == "setting_hypernetwork_ext_dropdown_strength", order
+        slider = page.locator("#setting_hypernetwork_ext_dropdown_strength input[type=range]")
+        assert (slider.get_attribute("min"), slider.get_attribute("max")) == ("0", "2")
+        screenshot(page, "real_a1111_settings_strength")
 
 
 # -- last: Settings -> Reload UI (every script is unloaded and loaded again) ---------------------------

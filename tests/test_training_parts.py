@@ -158,3 +158,17 @@ def test_the_chart_shows_the_loss_and_rate_from_the_first_step(count):
     colours = {colour for _, colour in chart.render_chart(points).crop(plot_area).getcolors(maxcolors=100_000)}
     AVERAGE_COLOUR, RATE_COLOUR = chart.AVERAGE_COLOUR, chart.RATE_COLOUR
     assert AVERAGE_COLOUR in colours and RATE_COLOUR in colours
+
+
+@pytest.mark.parametrize("parameterization", ["eps", "v"])
+def test_vlb_weights_equal_latent_diffusions_own(parameterization):
+    """The diffusers and fork adapters weight the "vlb" loss as ldm does (for v prediction: all ones)."""
+    from hypernetwork_ext.adapters.sampling import betas_of, lvlb_weights
+    from training_helpers import tiny_model
+
+    model = tiny_model()
+    model.parameterization = parameterization
+    model.register_schedule(given_betas=model.betas.double().numpy(), timesteps=model.num_timesteps)
+    ours = lvlb_weights(model.betas, parameterization == "v")
+    assert torch.allclose(ours, model.lvlb_weights.float(), rtol=1e-5)
+    assert torch.allclose(lvlb_weights(betas_of(model.alphas_cumprod), parameterization == "v"), ours, rtol=1e-4)

@@ -65,3 +65,72 @@ def test_the_app_serves_the_create_tab_on_localhost(tmp_path):
         app.close()
     assert "<html" in page.lower()
     assert "Create Beta hypernetwork" in config and "hnext_create_layers" in config
+
+
+def test_activate_output_puts_the_activation_after_the_last_layer_in_the_plain_webui_too(tmp_path):
+    x = torch.randn(4, 3, 320)
+    changes = {}
+    for activate in (False, True):
+        outcome = create_from_form(CreateForm(name=f"out{activate}", activation="relu", activate_output=activate,
+                                              seed=5, std="0.3"), tmp_path)
+        assert outcome.path and not outcome.errors
+        saved = torch.load(outcome.path, map_location="cpu", weights_only=False)
+        assert saved["activate_output"] is activate
+        module = webui_load(saved)[320][0]
+        with torch.no_grad():
+            changes[activate] = module(x) - x
+            assert torch.allclose(module(x), files.load(outcome.path).pair_for(320).k(x), atol=1e-6)
+    assert changes[True].min() >= 0 and changes[False].min() < 0  # relu now ends the module
+
+
+def _create_page(folder=".", **options):
+    gr = pytest.importorskip("gradio")
+    from gradio_config import PageConfig
+    from hypernetwork_ext.ui import create_tab
+    with gr.Blocks() as blocks:
+        create_tab.build(gr, lambda: str(folder), **options)
+    return PageConfig(blocks)
+
+
+def test_create_offers_the_loaded_models_widths_and_keeps_dropout_in_view():
+    widths = {"now": (768, 320, 640, 1280)}
+    page = _create_page(model_widths=lambda: widths["now"])
+    assert page.choices("hnext_create_sizes") == ["768", "320", "640", "1280"]
+    assert page.props("hnext_create_sizes")["value"] == ["768", "320", "640", "1280"]
+    widths["now"] = (2048, 640, 1280)  # another model was loaded: the refresh button offers its widths
+    update = page.handler("hnext_create_sizes_refresh")()
+    assert update["choices"] == ["2048", "640", "1280"] and update["value"] == ["2048", "640", "1280"]
+    widths["now"] = None  # no model loaded: the WebUI's default list
+    assert page.handler("hnext_create_sizes_refresh")()["choices"] == ["768", "320", "640", "1024", "1280"]
+    for elem_id in ("hnext_create_use_dropout", "hnext_create_dropout", "hnext_create_activate_output",
+                    "hnext_create_layer_norm"):
+        assert page.accordion_of(elem_id) is None, elem_id  # in view, not folded away
+    assert page.accordion_of("hnext_create_seed") == "Advanced options"
+
+
+def test_a_bad_value_in_the_closed_advanced_options_opens_them(tmp_path):
+    page = _create_page(tmp_path)
+    create = page.handler("hnext_create_button")
+    shown = page.outputs("hnext_create_button", create(hnext_create_name="x", hnext_create_std="abc"))
+    assert shown["hnext_create_advanced"]["open"] is True
+    assert shown["hnext_create_std_message"]["visible"] is True and "not a number" in shown["hnext_create_std_message"]["value"]
+    assert shown["hnext_create_name_message"]["visible"] is False  # no message, no room taken
+    assert not list(tmp_path.iterdir())
+    shown = page.outputs("hnext_create_button", create(hnext_create_name=""))
+    assert shown["hnext_create_advanced"].get("open") is None  # its message is not in there: it stays as it is
+    assert shown["hnext_create_name_message"]["visible"] is True
+
+
+def test_the_webui_host_offers_the_loaded_models_widths(tmp_path):
+    import webui
+    from hypernetwork_ext.models.tiny import TINY_ATTENTION_WIDTHS, tiny_latent_diffusion
+    modules = webui.reset(tmp_path)
+    try:
+        script = webui.load_extension()
+        modules["shared"].sd_model = None
+        assert script._model_attention_widths() is None  # no model yet: the default list is offered
+        modules["shared"].sd_model = tiny_latent_diffusion()
+        assert script._model_attention_widths() == TINY_ATTENTION_WIDTHS
+    finally:
+        modules["shared"].sd_model = None
+        webui.unload_extension()

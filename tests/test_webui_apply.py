@@ -3,8 +3,9 @@
 STAND-IN, kept for what the real WebUI (tests/test_real_a1111.py, which checks patches, listing, broken
 files, images and generation info) cannot show: attention outputs against the formula at strength 0.5
 and for a weighted mix (an image only shows that something changed), the cache reloading a changed file,
-the fast-path switch reaching the applier object, same-named files, and the Forge UNet patcher (Forge is
-not in the real-WebUI test layer yet)."""
+the fast-path switch reaching the applier object, same-named files, the Forge UNet patcher (Forge is
+not in the real-WebUI test layer yet), and the "Hypernetwork strength" setting's place beside the Settings
+dropdown and its multiplier in attention (the real-WebUI test compares images)."""
 
 import pytest
 import torch
@@ -173,3 +174,63 @@ def test_two_files_with_one_name_are_reported_with_the_one_that_is_used(webui_en
     err = capsys.readouterr().err
     assert f"'x' names {folder / 'x.pt'} and {folder / 'x.safetensors'}; <hypernet:x> uses {folder / 'x.safetensors'}" in err
     assert f"<hypernet:y> uses {folder / 'y.pt'}" in err
+
+
+def _dropdown_generation(modules, prompt="a cat", tags=()):
+    """What the WebUI does with a prompt's <hypernet:...> tags and the Settings dropdown: the prompts it keeps
+    (for the infotext) and the networks it loads with their multipliers."""
+    import types
+    from modules import extra_networks, extra_networks_hypernet
+    p = types.SimpleNamespace(all_prompts=[prompt])
+    params = [extra_networks.ExtraNetworkParams(items=list(tag)) for tag in tags]
+    extra_networks_hypernet.ExtraNetworkHypernet().activate(p, params)
+    return p.all_prompts, [(h.name, h.multiplier) for h in modules["shared"].loaded_hypernetworks]
+
+
+def test_hypernetwork_strength_is_beside_the_dropdown_and_applies_to_the_network_it_adds(webui_env):
+    from ldm.modules.attention import CrossAttention
+    modules, folder, originals = webui_env
+    _network(folder, "style", activation="relu")
+    _network(folder, "other", seed=2)
+    opts = modules["shared"].opts
+    modules["shared"].hypernetworks.update(originals["list_hypernetworks"](str(folder)))
+    opts.set("sd_hypernetwork", "style")
+    plain = _dropdown_generation(modules, tags=[("other", "0.7")])  # the plain WebUI: its own loading
+
+    webui.load_extension()
+    modules["callbacks"].ui_settings_callback()
+    labels = list(opts.data_labels)
+    assert labels[labels.index("sd_hypernetwork") + 1] == "hypernetwork_ext_dropdown_strength"
+    option = opts.data_labels["hypernetwork_ext_dropdown_strength"]
+    assert option.section == opts.data_labels["sd_hypernetwork"].section
+    assert option.default == 1.0 and (option.component_args["minimum"], option.component_args["maximum"]) == (0, 2)
+    assert _dropdown_generation(modules, tags=[("other", "0.7")]) == plain  # at the default: the plain WebUI's
+    assert plain == (["a cat<hypernet:style:1.0>"], [("other", 0.7), ("style", 1.0)])
+
+    opts.set("hypernetwork_ext_dropdown_strength", 0.5)
+    prompts, loaded = _dropdown_generation(modules, tags=[("other", "0.7")])
+    assert prompts == ["a cat<hypernet:style:0.5>"] and loaded == [("other", 0.7), ("style", 0.5)]  # infotext too
+    assert _dropdown_generation(modules, tags=[("style", "0.8")])[1] == [("style", 0.8)]  # named in the prompt: as named
+    torch.manual_seed(0)
+    attn = CrossAttention(query_dim=32, context_dim=48, heads=2, dim_head=16).eval()
+    x, context = torch.randn(2, 10, 32), torch.randn(2, 7, 48)
+    forward = modules["attention"].scaled_dot_product_attention_forward
+    _dropdown_generation(modules)
+    with torch.no_grad():
+        at_half = forward(attn, x, context)
+        modules["hypernetwork"].load_hypernetworks(["style"], [0.5])  # as <hypernet:style:0.5> in the prompt
+        assert torch.allclose(at_half, forward(attn, x, context), atol=1e-6)
+        modules["hypernetwork"].load_hypernetworks(["style"], [1.0])
+        assert not torch.allclose(at_half, forward(attn, x, context), atol=1e-5)
+    opts.set("sd_hypernetwork", "None")
+    assert _dropdown_generation(modules) == (["a cat"], [])
+
+
+def test_unloading_puts_the_webuis_dropdown_back(webui_env):
+    from modules import extra_networks_hypernet
+    modules, folder, _ = webui_env
+    webui_activate = extra_networks_hypernet.ExtraNetworkHypernet.activate
+    webui.load_extension()
+    assert extra_networks_hypernet.ExtraNetworkHypernet.activate is not webui_activate
+    webui.unload_extension()
+    assert extra_networks_hypernet.ExtraNetworkHypernet.activate is webui_activate

@@ -26,8 +26,11 @@ def reset(hypernetwork_dir: Path):
     m["shared"].loaded_hypernetworks.clear()
     for key in [k for k in m["shared"].opts.data if k.startswith("hypernetwork_ext_")]:
         m["shared"].opts.data.pop(key)
+        m["shared"].opts.data_labels.pop(key, None)
+    m["shared"].opts.data["sd_hypernetwork"] = "None"
     m["shared"].cmd_opts.hypernetwork_dir = str(hypernetwork_dir)
     m["shared"].cmd_opts.hypernetwork_ext_no_patches = False
+    m["shared"].cmd_opts.textual_inversion_templates_dir = ""
     sys.modules.pop("hypernetwork_ext_patches", None)
     for name in [n for n in sys.modules if n.startswith("hypernetwork_ext_patches.")]:
         sys.modules.pop(name)

@@ -15,7 +15,7 @@ from PIL import Image
 from ..applier import FastApplier
 from ..attention import attention_widths
 from .base import PreviewRequest
-from .sampling import SAMPLERS, lvlb_weights, sample, to_image
+from .sampling import SAMPLERS, lvlb_weights, noise_prediction_loss, per_sample_error, sample, to_image
 
 
 class HypernetworkAttnProcessor:
@@ -109,13 +109,7 @@ class DiffusersAdapter:
         noisy = (a.sqrt() * latents.float() + (1 - a).sqrt() * noise.float()).to(self.dtype)
         output = self.unet(noisy, t, encoder_hidden_states=cond).sample
         target = a.sqrt() * noise.float() - (1 - a).sqrt() * latents.float() if self.v_prediction else noise.float()
-        error = (output.float() - target) ** 2
-        if weights is not None:
-            error = error * weights.to(error.device, error.dtype)
-        per_sample = error.mean(dim=(1, 2, 3))
-        if kind == "vlb":
-            return (self.lvlb.to(per_sample.device)[t] * per_sample).mean()
-        return per_sample.mean()  # "full" equals "simple" for stock configurations (log-variance 0, no ELBO term)
+        return noise_prediction_loss(per_sample_error(output, target, weights), kind, t, self.lvlb)
 
     def attach(self, applier: FastApplier):
         previous = dict(self.unet.attn_processors)

@@ -13,7 +13,7 @@ from PIL import Image
 from ..applier import FastApplier
 from ..attention import HypernetworkAttention, attention_widths, install
 from .base import PreviewRequest
-from .sampling import SAMPLERS, sample, to_image
+from .sampling import SAMPLERS, per_sample_error, sample, to_image
 
 
 class _TorchWithSizeTolerantCat:
@@ -89,10 +89,7 @@ class LdmAdapter:
         with size_tolerant_unet():
             output = model.apply_model(x_noisy, t, cond)
         target = model.get_v(latents, noise, t) if model.parameterization == "v" else noise
-        error = (output.float() - target.float()) ** 2
-        if weights is not None:
-            error = error * weights.to(error.device, error.dtype)
-        per_sample = error.mean(dim=(1, 2, 3))
+        per_sample = per_sample_error(output, target, weights)
         if kind == "simple":
             return per_sample.mean()
         vlb = (model.lvlb_weights.to(per_sample.device)[t] * per_sample).mean()

@@ -75,15 +75,36 @@ def to_image(decoded: torch.Tensor) -> Image.Image:
 
 
 def lvlb_weights(betas: torch.Tensor, v_prediction: bool) -> torch.Tensor:
-    """Per-timestep weights of the variational bound, as latent diffusion defines them."""
+    """Per-timestep weights of the variational bound, as latent diffusion defines them (all 1 for v prediction)."""
     betas = betas.double()
+    if v_prediction:
+        return torch.ones_like(betas).float()
     alphas = 1 - betas
     cumprod = torch.cumprod(alphas, 0)
     cumprod_prev = torch.cat([torch.ones(1, dtype=cumprod.dtype), cumprod[:-1]])
     posterior_variance = betas * (1 - cumprod_prev) / (1 - cumprod)
-    if v_prediction:
-        weights = 0.5 * cumprod.sqrt() / (2.0 * 1 - cumprod)  # exactly ldm's expression (sic: 2 - a, not 2(1 - a))
-    else:
-        weights = betas ** 2 / (2 * posterior_variance * alphas * (1 - cumprod))
+    weights = betas ** 2 / (2 * posterior_variance * alphas * (1 - cumprod))
     weights[0] = weights[1]
     return weights.float()
+
+
+def betas_of(alphas_cumprod: torch.Tensor) -> torch.Tensor:
+    """The noise schedule's betas from its cumulative alphas."""
+    cumprod = alphas_cumprod.double()
+    return 1 - cumprod / torch.cat([torch.ones(1, dtype=cumprod.dtype), cumprod[:-1]])
+
+
+def per_sample_error(output: torch.Tensor, target: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
+    """Mean squared error of each sample, in float32, weighted per latent pixel (alpha masks) when given."""
+    error = (output.float() - target.float()) ** 2
+    if weights is not None:
+        error = error * weights.to(error.device, error.dtype)
+    return error.mean(dim=(1, 2, 3))
+
+
+def noise_prediction_loss(per_sample: torch.Tensor, kind: str, t: torch.Tensor, lvlb: torch.Tensor) -> torch.Tensor:
+    """The loss of a model without a learnt log-variance: "full" equals "simple" there (log-variance 0, no
+    ELBO term, as in every stock SD configuration); "vlb" weights each sample by its timestep."""
+    if kind == "vlb":
+        return (lvlb.to(per_sample.device)[t] * per_sample).mean()
+    return per_sample.mean()

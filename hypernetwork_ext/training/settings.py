@@ -69,7 +69,7 @@ class TrainingSettings:
     data_dir: str = ""
     log_dir: str = "hypernetwork_logs"
     template: str = "[filewords]"  # template text, or the path of a template file
-    learn_rate: str = "0.00001"
+    learn_rate: str = "0.00004"
     max_steps: int = 2000
     batch_size: int = 1
     grad_accum: int = 1
@@ -239,7 +239,10 @@ class TrainingSettings:
 # --------------------------------------------------------------------------------------------
 
 BASIC, ADVANCED = "Training", "Advanced options"
-GROUPS = (BASIC, ADVANCED)  # in the order both show them
+DATA, PREVIEWS, OPTIMIZER = "Images and captions", "Previews", "Optimizer"
+COSINE, CLIPPING = "Cosine annealing schedule", "Gradient clipping"
+# In the order both show them; the tab shows the first group open and each other one as a closed accordion
+GROUPS = (BASIC, DATA, PREVIEWS, OPTIMIZER, COSINE, CLIPPING, ADVANCED)
 
 
 @dataclass(frozen=True)
@@ -249,6 +252,17 @@ class SettingInfo:
     info: str = ""  # a sentence: what it does, what its special values mean
     group: str = BASIC
     choices: tuple[str, ...] = ()  # a fixed list of values; the optimizer's list is found at run time
+    row: str = ""  # the tab puts the settings of one group that share a row key side by side, in table order
+    slider: tuple[float, float, float] | None = None  # (minimum, maximum, step): the tab shows a slider
+
+    def __post_init__(self):
+        if self.group not in GROUPS:
+            raise ValueError(f"setting {self.key}: group {self.group!r} is not one of GROUPS")
+        if self.slider is not None:
+            minimum, maximum, step = self.slider
+            if not (minimum < maximum and step > 0):
+                raise ValueError(f"setting {self.key}: slider {self.slider} must go up from its minimum in "
+                                 f"positive steps")
 
     def options(self) -> tuple[str, ...]:
         """The values this setting takes, when it takes one of a list."""
@@ -263,138 +277,156 @@ class SettingInfo:
         return getattr(value, inner) if inner else value
 
 
+SIZE_SLIDER = (64, 2048, 8)  # the WebUI's own Train tab: width and height from 64 to 2048 in steps of 8
+
 SETTINGS_INFO: tuple[SettingInfo, ...] = (
     SettingInfo("learn_rate", "Learning rate (schedule: 5e-3:100, 1e-3:1000, 1e-5)",
                 "One rate, or rate:until_step pairs: 5e-3:100, 1e-3:1000, 1e-5 trains at 5e-3 until step 100, "
-                "at 1e-3 until step 1000, then at 1e-5 to the end; the last rate needs no step."),
-    SettingInfo("batch_size", "Batch size", "Images in one forward pass."),
+                "at 1e-3 until step 1000, then at 1e-5 to the end; the last rate needs no step.", row="schedule"),
+    SettingInfo("batch_size", "Batch size", "Images in one forward pass.", row="batch"),
     SettingInfo("grad_accum", "Gradient accumulation steps",
                 "Forward passes whose gradients are added up before each optimizer step, so one step sees "
-                "batch size x this many images."),
+                "batch size x this many images.", row="batch"),
     SettingInfo("data_dir", "Dataset directory",
                 "The folder of training images; each one's caption is in the .txt file of the same name, or "
-                "its file name."),
+                "its file name.", row="folders"),
     SettingInfo("log_dir", "Log directory",
                 "Where each run's folder goes (<log directory>/<date>/<name>): saved copies, previews, the "
-                "loss CSV, the settings."),
+                "loss CSV, the settings.", row="folders"),
     SettingInfo("template", "Prompt template (text with [filewords] / [name], or a .txt file)",
                 "Prompt lines to train with: [filewords] becomes the image's caption and [name] the "
                 "hypernetwork's name; a path to a .txt file of lines picks one line at random per image."),
-    SettingInfo("width", "Width", "Training width in pixels, a multiple of 8."),
-    SettingInfo("height", "Height", "Training height in pixels, a multiple of 8."),
+    SettingInfo("width", "Width", "Training width in pixels, a multiple of 8.", row="size", slider=SIZE_SLIDER),
+    SettingInfo("height", "Height", "Training height in pixels, a multiple of 8.", row="size", slider=SIZE_SLIDER),
     SettingInfo("no_crop", "Do not crop: keep aspect ratios (bucketing)",
                 "On: every image keeps its aspect ratio (long side to the training size, grouped in size "
                 "buckets); off: every image is resized to exactly width x height."),
-    SettingInfo("max_steps", "Max steps", "Training stops when the hypernetwork has trained this many steps."),
+    SettingInfo("max_steps", "Max steps", "Training stops when the hypernetwork has trained this many steps.",
+                row="schedule"),
     SettingInfo("save_every", "Save a copy of the hypernetwork to the log directory every N steps, 0 to disable",
-                "Each copy has its own optimizer state, so training can resume from it."),
+                "Each copy has its own optimizer state, so training can resume from it.", row="intervals"),
     SettingInfo("preview_every", "Save an image to the log directory every N steps, 0 to disable",
-                "A preview rendered with the preview settings below."),
+                "A preview rendered with the preview settings below.", row="intervals"),
     SettingInfo("preview.prompt", "Preview prompt (empty: the first caption of the batch)",
-                "The prompt of every preview image."),
-    SettingInfo("preview.negative_prompt", "Preview negative prompt", "The negative prompt of the previews."),
+                "The prompt of every preview image.", PREVIEWS),
+    SettingInfo("preview.negative_prompt", "Preview negative prompt", "The negative prompt of the previews.", PREVIEWS),
     SettingInfo("preview.sampler", "Preview sampler (empty: the default)",
-                "The sampler that renders previews; empty uses the model's default."),
-    SettingInfo("preview.steps", "Preview sampling steps", "Sampling steps of each preview."),
-    SettingInfo("preview.cfg_scale", "Preview CFG scale", "Classifier-free guidance scale of the previews."),
+                "The sampler that renders previews; empty uses the model's default.", PREVIEWS, row="sampling"),
+    SettingInfo("preview.steps", "Preview sampling steps", "Sampling steps of each preview.", PREVIEWS, row="sampling"),
+    SettingInfo("preview.cfg_scale", "Preview CFG scale", "Classifier-free guidance scale of the previews.", PREVIEWS,
+                row="sampling"),
     SettingInfo("preview.seed", "Preview seed (-1: random; fixed: comparable previews)",
                 "-1 draws a new seed for each preview; any other value renders every preview from the same "
-                "noise, so they show how training changes the result."),
-    SettingInfo("preview.width", "Preview width", "Preview width in pixels, a multiple of 8."),
-    SettingInfo("preview.height", "Preview height", "Preview height in pixels, a multiple of 8."),
+                "noise, so they show how training changes the result.", PREVIEWS, row="sampling"),
+    SettingInfo("preview.width", "Preview width", "Preview width in pixels, a multiple of 8.", PREVIEWS,
+                row="size", slider=SIZE_SLIDER),
+    SettingInfo("preview.height", "Preview height", "Preview height in pixels, a multiple of 8.", PREVIEWS,
+                row="size", slider=SIZE_SLIDER),
     SettingInfo("shuffle_tags", "Shuffle tags by ',' when creating prompts",
-                "The comma-separated tags of a caption are put in a random order at each step."),
+                "The comma-separated tags of a caption are put in a random order at each step.", DATA, row="tags"),
     SettingInfo("tag_dropout", "Drop out tags when creating prompts",
-                "The chance (0 to below 1) that each tag of a caption is left out at a step."),
+                "The chance (0 to below 1) that each tag of a caption is left out at a step.", DATA, row="tags"),
     SettingInfo("latent_sampling", "Latent sampling method",
                 "once: one sample of each image's latent distribution, drawn when it is encoded; "
-                "deterministic: its mean; random: a new sample at every step.", choices=LATENT_SAMPLING),
+                "deterministic: its mean; random: a new sample at every step.", DATA, LATENT_SAMPLING),
     SettingInfo("use_alpha_weight", "Use PNG alpha channel as loss weight",
-                "Transparent parts of an image count less in the loss, in proportion to their alpha."),
+                "Transparent parts of an image count less in the loss, in proportion to their alpha.", DATA,
+                row="images"),
     SettingInfo("flip", "Random horizontal flip", "Each image is mirrored at random half of the times it is used.",
-                ADVANCED),
-    SettingInfo("repeats", "Repeats per epoch", "How many times each image appears in one epoch.", ADVANCED),
+                DATA, row="images"),
+    SettingInfo("repeats", "Repeats per epoch", "How many times each image appears in one epoch.", DATA, row="images"),
     SettingInfo("latent_cache", "Keep the latents (auto: on disk when they would fill over a quarter of the memory)",
                 "memory: in memory; disk: in files in the latent cache folder, for datasets too large for "
                 "memory; auto: on disk when they would take over a quarter of the memory. Training is the "
-                "same either way.", ADVANCED, LATENT_CACHES),
+                "same either way.", DATA, LATENT_CACHES, row="latent cache"),
     SettingInfo("latent_cache_dir", "Latent cache folder (empty: inside the log folder)",
-                "Where the latents go when they are kept on disk; removed when training ends.", ADVANCED),
+                "Where the latents go when they are kept on disk; removed when training ends.", DATA,
+                row="latent cache"),
     SettingInfo("clip_mode", "Gradient clipping",
                 "none: no clipping; value: each gradient entry is limited to the clip value; norm: the "
-                "gradients' total norm is limited to it.", ADVANCED, CLIP_MODES),
+                "gradients' total norm is limited to it.", CLIPPING, CLIP_MODES),
     SettingInfo("clip_value", "Gradient clip value (schedule syntax)",
-                "The clipping limit, one value or a schedule like the learning rate's (0.5:1000, 0.1).", ADVANCED),
+                "The clipping limit, one value or a schedule like the learning rate's (0.5:1000, 0.1).", CLIPPING,
+                row="clip"),
     SettingInfo("clip_norm_type", "Norm type", "The p of the p-norm that norm clipping limits (2: Euclidean).",
-                ADVANCED),
+                CLIPPING, row="clip"),
     SettingInfo("optimizer", "Optimizer",
                 "AdamW, any torch.optim optimizer, or Prodigy / D-Adaptation when their packages are installed.",
-                ADVANCED),
-    SettingInfo("adam_beta1", "AdamW beta1", "AdamW's decay rate of the gradients' running mean.", ADVANCED),
+                OPTIMIZER),
+    SettingInfo("adam_beta1", "AdamW beta1", "AdamW's decay rate of the gradients' running mean.", OPTIMIZER, row="adam"),
     SettingInfo("adam_beta2", "AdamW beta2", "AdamW's decay rate of the squared gradients' running mean.",
-                ADVANCED),
-    SettingInfo("adam_epsilon", "AdamW epsilon", "AdamW's small number that keeps its division finite.", ADVANCED),
-    SettingInfo("weight_decay", "Weight decay", "How fast AdamW pulls the weights towards zero.", ADVANCED),
+                OPTIMIZER, row="adam"),
+    SettingInfo("adam_epsilon", "AdamW epsilon", "AdamW's small number that keeps its division finite.", OPTIMIZER,
+                row="adam"),
+    SettingInfo("weight_decay", "Weight decay", "How fast AdamW pulls the weights towards zero.", OPTIMIZER, row="adam"),
     SettingInfo("loss", "Loss",
                 "simple: the noise-prediction error; vlb: that error weighted by the variational lower bound; "
-                "full: ldm's full objective (simple, learned variance and vlb).", ADVANCED, LOSSES),
+                "full: ldm's full objective (simple, learned variance and vlb).", OPTIMIZER, LOSSES),
     SettingInfo("cosine.enabled", "Use cosine annealing with warm restarts",
                 "Instead of the learning-rate schedule: the rate falls along a cosine from the first rate of the "
-                "learning rate to the minimum rate, then starts again.", ADVANCED),
+                "learning rate to the minimum rate, then starts again.", COSINE),
     SettingInfo("cosine.min_rate", "Minimum learning rate", "Cosine annealing: the rate at the end of each cycle.",
-                ADVANCED),
-    SettingInfo("cosine.cycle_steps", "Steps for cycle", "Cosine annealing: the steps of the first cycle.", ADVANCED),
+                COSINE, row="cycle"),
+    SettingInfo("cosine.cycle_steps", "Steps for cycle", "Cosine annealing: the steps of the first cycle.", COSINE,
+                row="cycle"),
     SettingInfo("cosine.cycle_mult", "Cycle length multiplier",
-                "Cosine annealing: each cycle is this many times as long as the one before.", ADVANCED),
+                "Cosine annealing: each cycle is this many times as long as the one before.", COSINE, row="cycle"),
     SettingInfo("cosine.warmup_steps", "Warmup steps per cycle",
                 "Cosine annealing: steps at the start of each cycle in which the rate rises from the minimum.",
-                ADVANCED),
+                COSINE, row="rise and fall"),
     SettingInfo("cosine.decay", "Decay of the max rate per cycle (1 = none)",
-                "Cosine annealing: each cycle's highest rate is the one before's times this.", ADVANCED),
+                "Cosine annealing: each cycle's highest rate is the one before's times this.", COSINE,
+                row="rise and fall"),
     SettingInfo("cosine.save_at_cycle_end", "Save when a cycle ends",
-                "Cosine annealing: also save a copy at the end of every cycle.", ADVANCED),
+                "Cosine annealing: also save a copy at the end of every cycle.", COSINE, row="cycle end"),
     SettingInfo("cosine.preview_at_cycle_end", "Preview when a cycle ends",
-                "Cosine annealing: also render a preview at the end of every cycle.", ADVANCED),
+                "Cosine annealing: also render a preview at the end of every cycle.", COSINE, row="cycle end"),
     SettingInfo("timesteps.curriculum", "Noise curriculum (which timesteps training draws)",
                 "off: every step draws its timesteps evenly from the lowest to the highest timestep below; linear: "
                 "that range starts as the ramp's start range and moves to the lowest-highest range over the ramp "
                 "steps, then stays; restart: the same ramp, begun again every ramp steps. Small timesteps are "
                 "little noise (fine detail), large ones much (composition).", ADVANCED, CURRICULA),
     SettingInfo("timesteps.min", "Lowest timestep (with a curriculum: at the ramp's end)",
-                "The smallest timestep training draws; 0 is the least noise.", ADVANCED),
+                "The smallest timestep training draws; 0 is the least noise.", ADVANCED, row="timesteps range"),
     SettingInfo("timesteps.max", "Highest timestep (with a curriculum: at the ramp's end)",
-                "The largest timestep training draws; Stable Diffusion's last is 999, the most noise.", ADVANCED),
+                "The largest timestep training draws; Stable Diffusion's last is 999, the most noise.", ADVANCED,
+                row="timesteps range"),
     SettingInfo("timesteps.start_min", "Curriculum: lowest timestep at the ramp's start",
-                "Where the lower end of the range starts.", ADVANCED),
+                "Where the lower end of the range starts.", ADVANCED, row="timesteps start"),
     SettingInfo("timesteps.start_max", "Curriculum: highest timestep at the ramp's start",
                 "Where the upper end of the range starts. With the defaults (a start range of 0-0 that widens to "
-                "0-999) linear is the old extension's noise training scheduler: low noise first.", ADVANCED),
+                "0-999) linear is the old extension's noise training scheduler: low noise first.", ADVANCED,
+                row="timesteps start"),
     SettingInfo("timesteps.ramp_steps", "Curriculum: ramp steps",
                 "Steps over which the range moves from the start range to the lowest-highest range; restart "
                 "begins the ramp again after this many steps.", ADVANCED),
     SettingInfo("unload_optimizer_for_preview", "Unload optimizer during previews",
                 "The optimizer's state moves to CPU memory while a preview renders, leaving the GPU memory to "
-                "the sampler.", ADVANCED),
+                "the sampler.", ADVANCED, row="memory"),
     SettingInfo("unload_models_when_training", "Move the VAE and text encoder to CPU while training",
-                "Saves GPU memory; captions that change per step are then encoded on the CPU.", ADVANCED),
+                "Saves GPU memory; captions that change per step are then encoded on the CPU.", ADVANCED,
+                row="memory"),
     SettingInfo("dataset_seed", "Dataset seed (order, captions, flips)",
                 "Seeds the data order, caption choices and flips; the same seed gives the same batches.",
-                ADVANCED),
+                ADVANCED, row="seeds"),
     SettingInfo("seed", "Training seed (noise, timesteps, dropout)",
                 "Seeds the noise, timesteps and dropout of each step; the same seeds give the same training.",
-                ADVANCED),
+                ADVANCED, row="seeds"),
     SettingInfo("mixed_precision", "Mixed precision",
                 "On a CUDA GPU: auto: bf16 where the GPU has it, else fp16; no: float32; fp16 or bf16: that "
-                "type. The CPU always trains in float32.", ADVANCED, PRECISIONS),
+                "type. The CPU always trains in float32.", ADVANCED, PRECISIONS, row="precision"),
     SettingInfo("gradient_checkpointing", "Gradient checkpointing (less memory, slower)",
-                "Recomputes the model's activations in the backward pass instead of keeping them.", ADVANCED),
+                "Recomputes the model's activations in the backward pass instead of keeping them.", ADVANCED,
+                row="precision"),
     SettingInfo("nan_policy", "When the loss is NaN or infinite",
                 "stop: training stops and keeps the last good weights; skip: that step is skipped (10 in a row "
-                "stop training). Either way such a step never changes the weights.", ADVANCED, NAN_POLICIES),
+                "stop training). Either way such a step never changes the weights.", ADVANCED, NAN_POLICIES,
+                row="logging"),
     SettingInfo("tensorboard", "Log to TensorBoard (when installed)",
-                "Loss, learning rate and previews go to <run folder>/tensorboard as well.", ADVANCED),
+                "Loss, learning rate and previews go to <run folder>/tensorboard as well.", ADVANCED,
+                row="logging"),
     SettingInfo("csv_every", "Write the loss CSV every N steps",
-                "How often a line goes to hypernetwork_loss.csv; 0 writes none.", ADVANCED),
+                "How often a line goes to hypernetwork_loss.csv; 0 writes none.", ADVANCED, row="logging"),
 )
 
 

@@ -8,7 +8,6 @@ import queue
 import threading
 from pathlib import Path
 
-from ..config import DEFAULT_SIZES
 from ..errors import ConfigError
 from . import create_tab, generate_tab, sets_tab, sweep_tab, train_tab
 
@@ -114,36 +113,37 @@ def build_app(folder: str | Path, model: str = "tiny", model_config: str | None 
     folder.mkdir(parents=True, exist_ok=True)
     with gr.Blocks(title="Hypernetworks", analytics_enabled=False) as app:
         gr.Markdown(f"Hypernetworks are read from and written to `{folder.resolve()}`.")
-        with gr.Tab("Create Beta hypernetwork"):
-            create_tab.build(gr, lambda: str(folder), sizes=_attention_widths(model))
+        with gr.Tab("Create Beta hypernetwork", elem_id="hnext_create_tab"):
+            create_tab.build(gr, lambda: str(folder), model_widths=lambda: _attention_widths(model))
+
         def names():
             return sorted(generate_tab.list_networks(folder))
 
-        with gr.Tab("Train_Gamma"):
+        with gr.Tab("Train_Gamma", elem_id="hnext_train_tab"):
             training = StandaloneTraining(folder, model, model_config)
             tab = train_tab.build(gr, names, training.start)
             tab["interrupt"].click(fn=training.interrupt, inputs=[], outputs=[], queue=False)  # not behind the run
-        with gr.Tab("Sweep"):
+        with gr.Tab("Sweep", elem_id="hnext_sweep_tab"):
             sweeps = StandaloneSweep(model, model_config, training.running)
             tab = sweep_tab.build(gr, names, lambda name: generate_tab.find_network(folder, name), sweeps.run,
-                                  sizes=_attention_widths(model))
+                                  model_widths=lambda: _attention_widths(model))
             tab["interrupt"].click(fn=sweeps.interrupt, inputs=[], outputs=[], queue=False)
-        with gr.Tab("Sets and merges"):
+        with gr.Tab("Sets and merges", elem_id="hnext_sets_tab"):
             sets_tab.build(gr, lambda: str(folder))
-        with gr.Tab("Generate"):
+        with gr.Tab("Generate", elem_id="hnext_generate_tab"):
             generate_tab.build(gr, lambda: sorted(generate_tab.list_networks_and_sets(folder)),
                                generate_tab.make_generate(folder, _cached_adapter(model, model_config)))
     return app
 
 
-def _attention_widths(model: str) -> tuple[int, ...]:
-    """The module sizes to offer: a network made with none of the model's widths could not be trained on it.
-    A model that cannot be read offers the WebUI's default list (training on it then says what is wrong)."""
+def _attention_widths(model: str) -> tuple[int, ...] | None:
+    """The attention widths of the app's model; None for a model that cannot be read (the Create tab then offers
+    the default list, and training on it says what is wrong)."""
     from ..train_cli import model_attention_widths
     try:
         return model_attention_widths(model)
     except ConfigError:
-        return DEFAULT_SIZES
+        return None
 
 
 def _cached_adapter(model: str, model_config: str | None = None):

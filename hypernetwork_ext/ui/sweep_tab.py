@@ -52,8 +52,10 @@ def numbered_lines(text: str) -> list[tuple[int, str]]:
 
 
 def plan_from_form(form: SweepForm, find_hypernetwork: Callable[[str], Path | None],
-                   sizes: tuple[int, ...] = DEFAULT_SIZES) -> tuple[SweepPlan | None, dict[str, str]]:
-    """The plan, or None and {input: message} for the inputs to fix (the first problem of each)."""
+                   sizes: tuple[int, ...] | None = None) -> tuple[SweepPlan | None, dict[str, str]]:
+    """The plan, or None and {input: message} for the inputs to fix (the first problem of each). ``sizes``: the
+    modules of created networks, the model's attention widths (None: the WebUI's default list)."""
+    sizes = sizes or DEFAULT_SIZES
     errors: dict[str, str] = {}
 
     def attempt(key, make):
@@ -170,13 +172,13 @@ class _PageView:
 
 
 def build(gr, hypernetwork_choices: Callable[[], list[str]], find_hypernetwork: Callable[[str], Path | None],
-          run: Callable[..., SweepResult], out_dir: str = DEFAULT_OUT_DIR, sizes: tuple[int, ...] = DEFAULT_SIZES,
-          elem_prefix: str = "hnext_sweep"):
+          run: Callable[..., SweepResult], out_dir: str = DEFAULT_OUT_DIR,
+          model_widths: Callable[[], tuple[int, ...] | None] = lambda: None, elem_prefix: str = "hnext_sweep"):
     """The tab's content (call inside a ``gr.Tab``). ``run(plan, out_dir, overwrite, report)`` runs a sweep to the
     end (``report(result)`` after every change; the tab runs it in a worker thread and shows each report);
     ``find_hypernetwork(name)`` is the file of a listed name (None when it is gone); ``out_dir`` the output folder
-    offered; ``sizes`` the modules of created networks (the model's attention widths). The host binds the
-    Interrupt button (``["interrupt"]``)."""
+    offered; ``model_widths()`` the modules of created networks, read at each Run (the model's attention widths;
+    None: the default list), as in Create Beta hypernetwork. The host binds the Interrupt button (``["interrupt"]``)."""
     def eid(name):
         return f"{elem_prefix}_{name}"
 
@@ -228,7 +230,7 @@ def build(gr, hypernetwork_choices: Callable[[], list[str]], find_hypernetwork: 
 
     def replies(*values):
         form = SweepForm(*values)
-        plan, errors = plan_from_form(form, find_hypernetwork, sizes)
+        plan, errors = plan_from_form(form, find_hypernetwork, model_widths())
         if plan is None:
             yield "<p>Nothing was started: fix the marked inputs.</p>", gr.update(), gr.update(), gr.update(), errors
             return

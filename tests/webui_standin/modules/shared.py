@@ -2,19 +2,24 @@
 import argparse
 
 cmd_opts = argparse.Namespace(hypernetwork_dir="", disable_safe_unpickle=False, hypernetwork_ext_no_patches=False,
-                              lowvram=False)
+                              lowvram=False, textual_inversion_templates_dir="")
 
 
 class OptionInfo:
     def __init__(self, default=None, label="", component=None, component_args=None, onchange=None, section=None,
                  **kwargs):
         self.default, self.label, self.onchange, self.section = default, label, onchange, section
+        self.component, self.component_args = component, component_args
 
 
 class Options:
     def __init__(self):
         self.data = {"sd_hypernetwork": "None", "extra_networks_default_multiplier": 1.0}
-        self.data_labels = {}
+        section = ("extra_networks", "Extra Networks")
+        self.data_labels = {"extra_networks_default_multiplier": OptionInfo(1.0, "Default multiplier for extra networks",
+                                                                           section=section),
+                            "sd_hypernetwork": OptionInfo("None", "Add hypernetwork to prompt", section=section),
+                            "extra_networks_card_width": OptionInfo(0, "Card width for Extra Networks", section=section)}
 
     def add_option(self, key, info):
         self.data_labels[key] = info
