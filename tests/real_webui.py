@@ -150,8 +150,10 @@ def install_extension(webui: WebUIBuild) -> Path:
 
 
 def fresh_state(webui: WebUIBuild) -> Path:
-    """Default settings (no config.json left by an earlier run) and an empty hypernetwork folder."""
-    (webui.webui / "config.json").unlink(missing_ok=True)
+    """Default settings and page values (no config.json or ui-config.json left by an earlier run: the WebUI
+    would show the values an older checkout had as defaults) and an empty hypernetwork folder."""
+    for name in ("config.json", "ui-config.json"):
+        (webui.webui / name).unlink(missing_ok=True)
     folder = webui.hypernetwork_dir
     if folder.exists():
         shutil.rmtree(folder)

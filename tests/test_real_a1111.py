@@ -370,7 +370,7 @@ def test_the_template_list_is_the_webuis_templates(webui):
     assert offered == templates, offered
 
 
-def test_previews_read_the_txt2img_tab_and_a_template_by_its_name(webui, tmp_path):
+def test_previews_read_the_txt2img_tab_a_template_by_its_name_and_the_noise_curriculum(webui, tmp_path):
     data = training_images(tmp_path)
     write_training_network(webui.build.hypernetwork_dir, "hn_train_txt2img")  # copied in while the WebUI runs
     txt2img_prompt = "a lighthouse, typed into txt2img"
@@ -384,9 +384,15 @@ def test_previews_read_the_txt2img_tab_and_a_template_by_its_name(webui, tmp_pat
         choose(page, "hnext_train_template", "hypernetwork.txt", refresh_id="hnext_train_template_refresh")
         reveal(page, "hnext_train_preview_from_txt2img")
         page.check("#hnext_train_preview_from_txt2img input")
+        reveal(page, "hnext_train_timesteps_curriculum")  # the noise curriculum, in Advanced options
+        page.locator("#hnext_train_timesteps_curriculum label", has_text="linear").click()
+        fill(page, {"hnext_train_timesteps_ramp_steps": 10})
+        offset = len(webui.log())
         page.click("#hnext_train_train")
         wait_for_text(page, "hnext_train_output", "Training finished at step 1")
+    assert "Noise curriculum (linear): timesteps 0-0 at the ramp's start, 0-999 after 10 steps" in webui.log()[offset:]
     used = json.loads(next((tmp_path / "logs").rglob("settings.json")).read_text())
+    assert (used["timesteps"]["curriculum"], used["timesteps"]["ramp_steps"]) == ("linear", 10)
     assert (used["preview"]["prompt"], used["preview"]["seed"], used["preview"]["steps"]) == (txt2img_prompt, 77, 2)
     assert (used["preview"]["width"], used["preview"]["height"]) == (64, 64)
     template = webui.build.webui / "textual_inversion_templates" / "hypernetwork.txt"
