@@ -153,11 +153,13 @@ def test_the_chart_shows_the_loss_and_rate_from_the_first_step(count):
     from hypernetwork_ext.training import chart
     from hypernetwork_ext.training.engine import LossPoint
     points = [LossPoint(step, 1, step, 1.0 / step, 1e-4) for step in range(1, count + 1)]
-    plot_area = (chart.MARGIN_LEFT + 1, chart.MARGIN_TOP + 1, chart.WIDTH - chart.MARGIN_RIGHT,
-                 chart.HEIGHT - chart.MARGIN_BOTTOM)  # inside the frame: the labels outside share the colours
-    colours = {colour for _, colour in chart.render_chart(points).crop(plot_area).getcolors(maxcolors=100_000)}
-    AVERAGE_COLOUR, RATE_COLOUR = chart.AVERAGE_COLOUR, chart.RATE_COLOUR
-    assert AVERAGE_COLOUR in colours and RATE_COLOUR in colours
+    drawn = chart.Chart(points)
+
+    def colours_inside(panel):  # inside the frame: the labels outside it share the colours
+        left, top, right, bottom = drawn.panels[panel]
+        return {colour for _, colour in drawn.render().crop((left + 1, top + 1, right, bottom)).getcolors(100_000)}
+
+    assert chart.AVERAGE_COLOUR in colours_inside("loss") and chart.RATE_COLOUR in colours_inside("rate")
 
 
 @pytest.mark.parametrize("parameterization", ["eps", "v"])

@@ -78,14 +78,15 @@ class Label:
 
 
 class Chart:
-    """The chart of ``points`` laid out: ``labels`` holds every text with the box it takes (none overlap);
-    ``render()`` draws it."""
+    """The chart of ``points`` laid out: ``labels`` holds every text with the box it takes (none overlap),
+    ``panels`` the frame of each panel (``"loss"``, ``"rate"``) as left, top, right, bottom; ``render()`` draws it."""
 
     def __init__(self, points: list[LossPoint], title: str = ""):
         self.points, self.font = list(points), _font()
         self.image = Image.new("RGB", (WIDTH, HEIGHT), "white")
         self.draw = ImageDraw.Draw(self.image)
         self.labels: list[Label] = []
+        self.panels: dict[str, tuple[int, int, int, int]] = {}
         self.line_height = self._size("0.9e-05")[1]
         self._text((PAD, PAD), title or "Loss and learning rate", TEXT)
         if not self.points:
@@ -144,6 +145,8 @@ class Chart:
         def x_of(step):
             return left + (step - first) / (last - first) * (right - left)
 
+        self.panels = {"loss": (left, loss_panel[0], right, loss_panel[1]),
+                       "rate": (left, rate_panel[0], right, rate_panel[1])}
         self._panel(left, right, loss_panel, loss_ticks, x_of, step_ticks)
         self._panel(left, right, rate_panel, rate_ticks, x_of, step_ticks)
         self._series(steps, losses, x_of, loss_panel, loss_ticks, LOSS_COLOUR, 1)
