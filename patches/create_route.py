@@ -1,7 +1,9 @@
-"""The WebUI's ``/sdapi/v1/create/hypernetwork`` where a fork broke it: Forge's route calls a
-``create_hypernetwork`` that its API module no longer imports (HTTP 500 on every request). There the
-name is provided, taking the route's arguments (A1111's ``create_hypernetwork``) and creating the file
-through Create Beta hypernetwork's validation; where the name exists (A1111, reForge) nothing changes.
+"""The WebUI's ``/sdapi/v1/create/hypernetwork`` on Create Beta hypernetwork's validation and defaults.
+
+Forge's route calls a ``create_hypernetwork`` that its API module no longer imports (HTTP 500 on every
+request); A1111's and reForge's fail on a request without an activation or weight initialisation. The
+route's function (taking A1111's ``create_hypernetwork`` arguments) creates the file as the Create tab
+does, and a bad entry is answered with its message.
 """
 
 from __future__ import annotations
@@ -35,9 +37,16 @@ def make_create_hypernetwork(folder, on_created):
 
 
 def bind_create_route(registry, folder, on_created) -> None:
-    """Called once the API module exists (``on_app_started``)."""
+    """Called once the API module exists (``on_app_started``). Where the WebUI has the function (A1111,
+    reForge) it is replaced too: theirs fails on a request that leaves out the activation or the weight
+    initialisation (``KeyError: 'Key None is not defined as initialization!'``) and checks nothing else."""
     api = sys.modules.get("modules.api.api")
-    if api is None or hasattr(api, "create_hypernetwork"):
+    if api is None:
         return
-    registry.add(api, "create_hypernetwork", make_create_hypernetwork(folder, on_created),
-                 "create_hypernetwork for the HTTP create route (this fork no longer imports it)")
+    create = make_create_hypernetwork(folder, on_created)
+    if hasattr(api, "create_hypernetwork"):
+        registry.replace(api, "create_hypernetwork", create,
+                         "the HTTP create route checks its input as Create Beta hypernetwork does, with its defaults")
+    else:
+        registry.add(api, "create_hypernetwork", create,
+                     "create_hypernetwork for the HTTP create route (this fork no longer imports it)")

@@ -8,6 +8,7 @@ reference images and stops, then the WebUI with the extension serves every test.
 from __future__ import annotations
 
 import json
+import os
 import re
 import threading
 import time
@@ -142,17 +143,35 @@ def test_api_training_with_both_intervals_0_runs_on_our_engine(webui, tmp_path):
     assert list((tmp_path / "logs").rglob("hn_train_intervals0-0-start.pt"))  # the starting point is kept
 
 
-def test_previews_through_txt2img_do_not_change_training(webui, tmp_path):
+def test_previews_through_txt2img_do_not_change_training(webui, tmp_path, figures):
+    """Bit for bit where this machine's torch is deterministic. On 2 CPU threads some of torch's kernels here
+    sum in an order that varies between runs (measured on the SD 1.5 UNet alone: its gradient differs by ~5e-9
+    in some runs, never with one thread), so the same training without previews runs twice first: when those
+    two differ, the run with previews may differ from them as much as they differ from each other, no more."""
     data = training_images(tmp_path)
-    for name, preview_every in (("hn_train_previews", 1), ("hn_train_no_previews", 0)):
-        info = train_through_api(webui, api_training_request(name, data, tmp_path / name, steps=2,
+    runs = {}
+    for key, name, preview_every in (("without", "hn_train_no_previews", 0), ("again", "hn_train_no_previews", 0),
+                                     ("with", "hn_train_previews", 1)):
+        start = write_training_network(webui.build.hypernetwork_dir, name)  # the same start each time
+        os.utime(start, (time.time() + len(runs), time.time() + len(runs)))  # a new file version to load
+        info = train_through_api(webui, api_training_request(name, data, tmp_path / key, steps=2,
                                                              preview_every=preview_every))
         assert info.endswith("error: None"), info
-    previews = [path for path in (tmp_path / "hn_train_previews").rglob("*.png") if path.parent.name == "images"]
+        runs[key] = weights_of(webui.build.hypernetwork_dir / f"{name}.pt")
+    previews = [path for path in (tmp_path / "with").rglob("*.png") if path.parent.name == "images"]
     assert len(previews) == 2, previews  # rendered by the WebUI's txt2img at steps 1 and 2
-    with_previews = weights_of(webui.build.hypernetwork_dir / "hn_train_previews.pt")
-    without = weights_of(webui.build.hypernetwork_dir / "hn_train_no_previews.pt")
-    assert same_tensors(with_previews, without)
+    noise = largest_difference(runs["without"], runs["again"])
+    with_previews = largest_difference(runs["with"], runs["without"])
+    figures.add(f"training: two runs without previews differ by {noise:.3g}; with previews vs without {with_previews:.3g}")
+    if noise == 0:
+        assert same_tensors(runs["with"], runs["without"])
+    else:
+        assert with_previews <= 4 * noise, (with_previews, noise)
+
+
+def largest_difference(a: dict, b: dict) -> float:
+    assert a.keys() == b.keys()
+    return max((a[k] - b[k]).abs().max().item() for k in a)
 
 
 def test_one_training_at_a_time_and_generation_waits_its_turn(webui, tmp_path):
@@ -319,8 +338,8 @@ def test_the_sweep_tab_in_the_page(webui, tmp_path):
         fill(page, {"hnext_sweep_settings_files": tmp_path / "sweep.json", "hnext_sweep_out_dir": out,
                     "hnext_sweep_overrides": "learn_rate=1e-3,5e-4"})
         page.click("#hnext_sweep_run")
-        page.locator("#hnext_sweep_status", has_text="Sweep finished: 2 of 2 combinations trained").wait_for(
-            timeout=600_000)
+        page.locator("#hnext_sweep_status", has_text="Sweep finished: 2 of 2 combinations trained").first.wait_for(
+            timeout=600_000)  # .first: Gradio 3.41 gives an HTML block's wrapper and its content the same id
         rows = page.locator("#hnext_sweep_table tbody tr")
         assert rows.count() == 2, page.inner_html("#hnext_sweep_table")
         assert [rows.nth(index).inner_text().split("\t")[2] for index in (0, 1)] == ["finished", "finished"]
