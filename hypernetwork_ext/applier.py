@@ -98,6 +98,30 @@ def affine_maps(transform: Transform, width: int, device) -> tuple[Affine, Affin
     return k_map.blend_from_identity(transform.strength), v_map.blend_from_identity(transform.strength)
 
 
+def is_identity(affine: Affine) -> bool:
+    eye = torch.eye(affine.weight.shape[1], dtype=affine.weight.dtype, device=affine.weight.device)
+    return torch.equal(affine.weight, eye) and not affine.bias.any()
+
+
+def affine_tail(transform: Transform, width: int, device) -> tuple[Transform | None, tuple[Affine, Affine]] | None:
+    """Split ``transform`` at ``width`` into what must run on the key/value inputs (None: nothing) and the affine
+    maps after it, which a projection can absorb: ``to_k(tail_k(head_k(x)))``. None when no part at the end is
+    affine. A whole affine transform has no head; a sequence keeps its non-affine items up to the last one."""
+    whole = affine_maps(transform, width, device)
+    if whole is not None:
+        return None, whole
+    if not isinstance(transform, Sequence) or transform.strength != 1.0:
+        return None  # a blend of the whole or a mix needs every part on the inputs
+    cut = len(transform.items)
+    while cut > 0 and affine_maps(transform.items[cut - 1], width, device) is not None:
+        cut -= 1
+    if cut == len(transform.items):
+        return None
+    head_items = transform.items[:cut]
+    head = head_items[0] if len(head_items) == 1 else Sequence(tuple(head_items))
+    return head, affine_maps(Sequence(tuple(transform.items[cut:])), width, device)
+
+
 @dataclass
 class _CacheEntry:
     context_k: torch.Tensor
@@ -183,6 +207,15 @@ class FastApplier:
         if version != self._weights_version:
             self.clear()
             self._weights_version = version
+
+    def fold_state(self):
+        """A value that changes whenever folding the transform into projections would give other weights
+        (other networks, strengths or weights); None when nothing may be folded now (no transform, the fast
+        path off, or the networks training)."""
+        if self._transform is None or not self.fast or self._must_run_plain():
+            return None
+        self._check_weights()
+        return id(self._transform), self._weights_version
 
     def _plan(self, width: int, device) -> tuple[Affine, Affine] | None:
         """The folded (key, value) maps at ``width`` in float64, or None when not affine."""

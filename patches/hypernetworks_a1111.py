@@ -56,6 +56,9 @@ class WebUIHypernetworks:
         self._hashes: dict[tuple[str, float], str] = {}  # (path, mtime) -> short hash
         self.applier = FastApplier()
         self._stack_key = None
+        # width -> what still runs on the key/value inputs where the rest is folded into the attention's
+        # projections (None: nothing); kept by attention_fold.AttentionFold, empty when nothing is folded
+        self.unfolded_parts: dict[int, FastApplier | None] = {}
 
     # -- listing and loading ------------------------------------------------------------------
 
@@ -135,7 +138,11 @@ class WebUIHypernetworks:
 
     # -- application ----------------------------------------------------------------------------
 
-    def _applier_for(self, hypernetworks):
+    def ours(self, hypernetworks) -> list:
+        """The entries of ``loaded_hypernetworks`` this extension loaded (others are named on the console)."""
+        return [h for h in hypernetworks if _is_ours(h, self.log)]
+
+    def applier_for(self, hypernetworks):
         # keyed by the cached network objects, so folding happens once per network and strength,
         # not once per generation (the WebUI makes new list entries for every generation)
         key = tuple((id(h.network if h.network is not None else h.set_spec), h.multiplier) for h in hypernetworks)
@@ -155,11 +162,18 @@ class WebUIHypernetworks:
 
 
 def apply_pair(served: WebUIHypernetworks, hypernetworks, context_k, context_v):
-    """Key and value inputs after the loaded stack (the WebUI's ``apply_hypernetworks``, with separate inputs)."""
-    hypernetworks = [h for h in hypernetworks if _is_ours(h, served.log)]
+    """Key and value inputs after the loaded stack (the WebUI's ``apply_hypernetworks``, with separate inputs);
+    at a width folded into the projections, only the part that is not."""
+    hypernetworks = served.ours(hypernetworks)
     if not hypernetworks:
         return context_k, context_v
-    return _in_float32(served._applier_for(hypernetworks), context_k, context_v)
+    applier = served.applier_for(hypernetworks)
+    width = context_k.shape[-1]
+    if width in served.unfolded_parts:
+        applier = served.unfolded_parts[width]
+        if applier is None:
+            return context_k, context_v
+    return _in_float32(applier, context_k, context_v)
 
 
 def _is_ours(hypernetwork, log) -> bool:

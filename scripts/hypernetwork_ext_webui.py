@@ -41,6 +41,7 @@ def _install(registry):
         return None, None
     served = importlib.import_module("hypernetwork_ext_patches.hypernetworks_a1111").install(
         registry, hypernetwork, shared, devices)
+    importlib.import_module("hypernetwork_ext_patches.attention_fold").install(registry, served, shared, script_callbacks)
     try:
         from modules import call_queue, processing
     except ImportError as error:

@@ -58,11 +58,12 @@ def pytest_terminal_summary(terminalreporter, config):
 def a1111_build(request):
     """The A1111 build with this checkout installed, default settings and the test networks written."""
     import real_webui
-    from real_webui_checks import write_networks
+    from real_webui_checks import write_lora, write_networks
 
     webui = request.config.webui_builds["a1111"].result()
     real_webui.install_extension(webui)
     write_networks(real_webui.fresh_state(webui))
+    write_lora(webui.webui / "models" / "Lora")
     return webui
 
 

@@ -31,6 +31,13 @@ REFERENCE_CASES = {
     "stack_of_3": (f"{PROMPT} {STACK}", {}),
     "settings_dropdown": (PROMPT, {"sd_hypernetwork": "hn_relu"}),
 }
+# A1111 only: a Lora (the WebUI's built-in extension merges it into the same key/value projection weights
+# that a linear hypernetwork is folded into) with a linear network, and with a stack that ends with one
+LORA_NAME = "hn_test_lora"
+A1111_CASES = {
+    "lora_and_linear": (f"{PROMPT} <lora:{LORA_NAME}:1> <hypernet:hn_linear:0.8>", {}),
+    "lora_and_relu_then_linear": (f"{PROMPT} <lora:{LORA_NAME}:0.7> <hypernet:hn_relu:1> <hypernet:hn_linear:1>", {}),
+}
 # the fold and the text-context cache change the order of float operations: a stated tolerance
 FAST_PATH_TOLERANCE = 2  # of 255, largest pixel difference
 
@@ -51,6 +58,27 @@ def write_networks(folder):
     write_set_file(folder / "hn_sequence.hnset.json", SEQUENCE_SET)
     for name in TRAINING_NETWORKS:
         write_training_network(folder, name)
+
+
+def write_lora(folder):
+    """A random rank-4 Lora on the key and value projections of two cross-attention layers and one
+    self-attention layer of SD 1.5, in the kohya names the WebUI's Lora extension reads."""
+    import torch
+    from safetensors.torch import save_file
+
+    generator = torch.Generator().manual_seed(11)
+    layers = {"input_blocks_1_1_transformer_blocks_0_attn2": (768, 320),
+              "output_blocks_11_1_transformer_blocks_0_attn2": (768, 320),
+              "input_blocks_1_1_transformer_blocks_0_attn1": (320, 320)}
+    tensors = {}
+    for layer, (width_in, width_out) in layers.items():
+        for projection in ("to_k", "to_v"):
+            key = f"lora_unet_{layer}_{projection}"
+            tensors[f"{key}.lora_down.weight"] = 0.3 * torch.randn(4, width_in, generator=generator)
+            tensors[f"{key}.lora_up.weight"] = 0.3 * torch.randn(width_out, 4, generator=generator)
+            tensors[f"{key}.alpha"] = torch.tensor(4.0)
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(folder / f"{LORA_NAME}.safetensors"))
 
 
 def write_training_network(folder, name):
@@ -130,7 +158,8 @@ def plain_a1111_images(build) -> dict:
     the networks); the WebUI is stopped again before this returns."""
     running = real_webui.start(build, "--hypernetwork-ext-no-patches", log_name="a1111-plain")
     try:
-        images = {case: render(running, prompt, settings) for case, (prompt, settings) in REFERENCE_CASES.items()}
+        cases = {**REFERENCE_CASES, **A1111_CASES}
+        images = {case: render(running, prompt, settings) for case, (prompt, settings) in cases.items()}
         return {"images": images, "log": running.log()}
     finally:
         running.stop()

@@ -19,7 +19,7 @@ import pytest
 import real_webui
 from browser import ARTIFACTS, chromium_page, choose, fill, record_html, recorded_html, reveal, screenshot, wait_for_text
 from hypernetwork_ext import load
-from real_webui_checks import (FAST_PATH_TOLERANCE, PROMPT, REFERENCE_CASES, STACK, api_training_request,
+from real_webui_checks import (A1111_CASES, FAST_PATH_TOLERANCE, PROMPT, REFERENCE_CASES, STACK, api_training_request,
                                assert_startup_is_clean, fill_training, open_page, open_webui_tab, render,
                                train_in_the_webuis_own_tab, train_through_api, training_images, wait_for_console,
                                write_training_network)
@@ -73,9 +73,11 @@ def test_listing_has_networks_safetensors_and_sets(webui):
 
 @pytest.mark.parametrize("fast", [False, True], ids=["plain_formula", "fast_path"])
 def test_images_equal_the_plain_webui(webui, plain, figures, fast):
+    lora_effect = real_webui.largest_difference(plain["images"]["lora_and_linear"], plain["images"]["linear_0.8"])
+    assert lora_effect > 10, lora_effect  # the Lora loaded and changes the plain WebUI's image
     webui.set_options(hypernetwork_ext_fast_apply=fast)
     try:
-        for case, (prompt, settings) in REFERENCE_CASES.items():
+        for case, (prompt, settings) in {**REFERENCE_CASES, **A1111_CASES}.items():
             ours = render(webui, prompt, settings)
             difference = real_webui.largest_difference(ours, plain["images"][case])
             figures.add(f"{'fast path' if fast else 'plain formula'}: {case}: largest pixel difference {difference}")

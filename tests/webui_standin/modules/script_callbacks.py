@@ -32,6 +32,15 @@ def on_app_started(callback, *, name=None):
     _register("app_started", callback, name)
 
 
+def on_model_loaded(callback, *, name=None):
+    _register("model_loaded", callback, name)
+
+
+def model_loaded_callback(sd_model):
+    for callback in callbacks["model_loaded"]:
+        callback(sd_model)
+
+
 def app_started_callback(demo, app):
     for callback in callbacks["app_started"]:
         callback(demo, app)
