@@ -13,17 +13,15 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from side_by_side import measure, report  # noqa: E402
 from unet import sd15_unet  # noqa: E402
 
 from hypernetwork_ext import FastApplier, Hypernetwork, HypernetworkConfig, stack  # noqa: E402
@@ -87,29 +85,9 @@ def main() -> None:
         if device.type == "cuda":
             torch.cuda.synchronize()
 
-    flops = {}
-    with torch.no_grad():
-        for name in configs:
-            evaluate(name)  # warm-up: caches and folded weights exist from the first step of a run
-            with FlopCounterMode(display=False) as counter:
-                evaluate(name)
-            flops[name] = counter.get_total_flops()
-        times = {name: [] for name in configs}
-        for round_index in range(args.rounds):
-            order = list(configs) if round_index % 2 == 0 else list(reversed(configs))
-            for name in order:
-                start = time.perf_counter()
-                evaluate(name)
-                times[name].append(time.perf_counter() - start)
-
-    # fastest of the rounds for each configuration: interference only ever adds time
-    ratios = {name: min(times[name]) / min(times["plain"]) for name in configs}
-    print(f"device {device}, dtype {str(dtype).replace('torch.', '')}, {args.rounds} rounds, "
-          f"{torch.get_num_threads()} threads; ratio = fastest round / fastest plain round")
-    print(f"{'configuration':<18}{'fastest ms':>11}{'median ms':>11}{'ratio':>9}{'FLOP ratio':>12}")
-    for name in configs:
-        print(f"{name:<18}{min(times[name]) * 1000:>11.1f}{statistics.median(times[name]) * 1000:>11.1f}"
-              f"{ratios[name]:>9.3f}{flops[name] / flops['plain']:>12.3f}")
+    flops, times = measure(list(configs), evaluate, args.rounds)
+    ratios = report(f"device {device}, dtype {str(dtype).replace('torch.', '')}, {args.rounds} rounds, "
+                    f"{torch.get_num_threads()} threads", flops, times)
     result = {name: round(ratio, 4) for name, ratio in ratios.items() if name != "plain"}
     for count in (1, 3):
         if f"swish_{count}" in flops:

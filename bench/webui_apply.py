@@ -20,10 +20,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 PROJECT = Path(__file__).resolve().parent.parent
@@ -59,7 +57,7 @@ def main() -> None:
 
     import importlib.util
 
-    from torch.utils.flop_counter import FlopCounterMode
+    from side_by_side import measure, report
     from unet import sd15_unet
 
     from hypernetwork_ext import Hypernetwork, HypernetworkConfig, files
@@ -76,7 +74,8 @@ def main() -> None:
     timesteps = torch.tensor([500, 500], device=device)
     cond = torch.randn(2, 77, 768, generator=torch.Generator().manual_seed(2)).to(device)
 
-    folder = Path(tempfile.mkdtemp(prefix="hn-bench-"))
+    temporary = tempfile.TemporaryDirectory(prefix="hn-bench-")  # removed when the run ends
+    folder = Path(temporary.name)
     for activation in ("linear", "swish"):
         for seed in range(3):
             network = Hypernetwork.create(HypernetworkConfig(layer_structure=(1, 2, 1), activation=activation),
@@ -109,39 +108,25 @@ def main() -> None:
         if name.startswith("linear"):
             configs[f"{name}_fold"] = (served.apply_hypernetworks, our_stack(names), True)
 
-    def evaluate(name):
+    def prepare(name):
+        """Once per generation, not per step: the configuration's networks, and the fold brought in line."""
         apply, loaded, may_fold = configs[name]
         hypernetwork_module.apply_hypernetworks = apply  # what the WebUI's attention looks up at each call
         shared.loaded_hypernetworks[:] = loaded
         fold.other_weight_patchers = lambda: (may_fold, None)
+        fold.sync()
+
+    def evaluate(name):
+        prepare(name)  # (a no-op when prepared: the fold is in line)
         unet(latent, timesteps, context=cond.clone())  # a new conditioning tensor each step, as a sampler makes
         if device.type == "cuda":
             torch.cuda.synchronize()
 
-    flops = {}
-    with torch.no_grad():
-        for name in configs:
-            evaluate(name)  # warm-up: caches and folded weights exist from the first step of a run
-            with FlopCounterMode(display=False) as counter:
-                evaluate(name)
-            flops[name] = counter.get_total_flops()
-        times = {name: [] for name in configs}
-        for round_index in range(args.rounds):
-            order = list(configs) if round_index % 2 == 0 else list(reversed(configs))
-            for name in order:
-                start = time.perf_counter()
-                evaluate(name)
-                times[name].append(time.perf_counter() - start)
+    flops, times = measure(list(configs), evaluate, args.rounds, prepare)
     hypernetwork_module.apply_hypernetworks = webui_apply
     fold.detach()
-
-    ratios = {name: min(times[name]) / min(times["plain"]) for name in configs}
-    print(f"WebUI path (A1111 1.8 sdp attention), device {device}, float32, {args.rounds} rounds, "
-          f"{torch.get_num_threads()} threads; ratio = fastest round / fastest plain round")
-    print(f"{'configuration':<18}{'fastest ms':>11}{'median ms':>11}{'ratio':>9}{'FLOP ratio':>12}")
-    for name in configs:
-        print(f"{name:<18}{min(times[name]) * 1000:>11.1f}{statistics.median(times[name]) * 1000:>11.1f}"
-              f"{ratios[name]:>9.3f}{flops[name] / flops['plain']:>12.3f}")
+    ratios = report(f"WebUI path (A1111 1.8 sdp attention), device {device}, float32, {args.rounds} rounds, "
+                    f"{torch.get_num_threads()} threads", flops, times)
     result = {name: round(ratio, 4) for name, ratio in ratios.items() if name != "plain"}
     result.update({f"flops_{name}": round(flops[name] / flops["plain"], 4) for name in configs if name != "plain"})
     print(json.dumps(result))

@@ -88,6 +88,10 @@ class AttentionFold:
         return None if state is None else (state, others)
 
     def _before_unet(self, _unet, _args):
+        self.sync()
+
+    def sync(self) -> None:
+        """Bring the fold in line with what is loaded now (what happens before each UNet evaluation)."""
         wanted = self._wanted()
         if wanted != self._state or (wanted is not None and not self.fold.all_intact()):
             self._refold(wanted)

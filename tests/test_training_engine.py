@@ -287,3 +287,16 @@ def test_learns_where_ldms_own_checkpointing_is_on(tmp_path):
     finally:
         for module, flag in flagged:
             setattr(module, flag, False)
+
+
+@pytest.mark.parametrize("kind", ["ldm", "diffusers"])
+def test_no_gradient_of_the_model_is_computed_or_kept(workspace, kind):
+    """The WebUI loads its model with every parameter requiring grad; training the hypernetwork must not fill
+    (or compute) the model's 860M gradients."""
+    adapter = tiny_adapter(kind)
+    model = adapter.model if kind == "ldm" else adapter.unet
+    model.requires_grad_(True)
+    train(adapter, workspace / "start.pt", settings(workspace, max_steps=2), output_path=workspace / "o.pt",
+          log_dir=workspace / "logs-frozen")
+    assert all(parameter.grad is None for parameter in model.parameters())
+    assert all(parameter.requires_grad for parameter in model.parameters())  # left as the WebUI had them

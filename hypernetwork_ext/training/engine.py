@@ -337,7 +337,9 @@ def train(adapter, hypernetwork_path: str | Path, settings: TrainingSettings, *,
                             loss = adapter.loss(group.latents[rows], cond[[p - first for p in at]], weights,
                                                 settings.loss, t=t[at], noise=noise[rows])
                         scaled = loss * (len(rows) / share) / len(micro_batches)
-                        (scaler.scale(scaled) if scaler else scaled).backward()
+                        # only the hypernetwork's gradients: no weight gradient of the model is computed or
+                        # kept, whatever its parameters' requires_grad (the WebUI loads them requiring grad)
+                        (scaler.scale(scaled) if scaler else scaled).backward(inputs=parameters)
                         step_loss += loss.item() * (len(rows) / share) / len(micro_batches)
             if distributed.world_size > 1:
                 shared = [p.grad for p in parameters if p.grad is not None] + [torch.tensor([step_loss], device=device)]
