@@ -23,8 +23,6 @@ from hypernetwork_ext import FastApplier
 from hypernetwork_ext.applier import affine_tail
 from hypernetwork_ext.projection_fold import ProjectionFold
 
-from .hypernetworks_a1111 import LoadedHypernetwork
-
 
 def attention_layers(unet: torch.nn.Module) -> list[torch.nn.Module]:
     """The layers whose forward is the WebUI's attention (A1111 makes ldm's memory-efficient variant the same
@@ -78,7 +76,7 @@ class AttentionFold:
 
     def _wanted(self):
         # quietly: apply_hypernetworks names any entry that is not ours, once per call, not per UNet evaluation
-        loaded = [h for h in self.served.shared.loaded_hypernetworks if isinstance(h, LoadedHypernetwork)]
+        loaded = self.served.ours(self.served.shared.loaded_hypernetworks, quietly=True)
         if not loaded:
             return None
         may_fold, others = self.other_weight_patchers()

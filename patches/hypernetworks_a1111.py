@@ -138,9 +138,10 @@ class WebUIHypernetworks:
 
     # -- application ----------------------------------------------------------------------------
 
-    def ours(self, hypernetworks) -> list:
-        """The entries of ``loaded_hypernetworks`` this extension loaded (others are named on the console)."""
-        return [h for h in hypernetworks if _is_ours(h, self.log)]
+    def ours(self, hypernetworks, quietly: bool = False) -> list:
+        """The entries of ``loaded_hypernetworks`` this extension loaded (others are named on the console,
+        unless ``quietly``)."""
+        return [h for h in hypernetworks if _is_ours(h, None if quietly else self.log)]
 
     def applier_for(self, hypernetworks):
         # keyed by the cached network objects, so folding happens once per network and strength,
@@ -179,8 +180,9 @@ def apply_pair(served: WebUIHypernetworks, hypernetworks, context_k, context_v):
 def _is_ours(hypernetwork, log) -> bool:
     if isinstance(hypernetwork, LoadedHypernetwork):
         return True
-    log(f"[hypernetwork-ext] ignoring {type(hypernetwork).__name__} in loaded_hypernetworks: it was not loaded "
-        f"through this extension")
+    if log is not None:
+        log(f"[hypernetwork-ext] ignoring {type(hypernetwork).__name__} in loaded_hypernetworks: it was not loaded "
+            f"through this extension")
     return False
 
 

@@ -23,6 +23,7 @@ from real_webui_checks import (A1111_CASES, FAST_PATH_TOLERANCE, PROMPT, REFEREN
                                assert_startup_is_clean, fill_training, open_page, open_webui_tab, render,
                                train_in_the_webuis_own_tab, train_through_api, training_images, wait_for_console,
                                write_training_network)
+from training_helpers import largest_difference as tensor_difference
 from training_helpers import same_tensors, weights_of
 
 @pytest.fixture(scope="module")
@@ -162,18 +163,13 @@ def test_previews_through_txt2img_do_not_change_training(webui, tmp_path, figure
         runs[key] = weights_of(webui.build.hypernetwork_dir / f"{name}.pt")
     previews = [path for path in (tmp_path / "with").rglob("*.png") if path.parent.name == "images"]
     assert len(previews) == 2, previews  # rendered by the WebUI's txt2img at steps 1 and 2
-    noise = largest_difference(runs["without"], runs["again"])
-    with_previews = largest_difference(runs["with"], runs["without"])
+    noise = tensor_difference(runs["without"], runs["again"])
+    with_previews = tensor_difference(runs["with"], runs["without"])
     figures.add(f"training: two runs without previews differ by {noise:.3g}; with previews vs without {with_previews:.3g}")
     if noise == 0:
         assert same_tensors(runs["with"], runs["without"])
     else:
         assert with_previews <= 4 * noise, (with_previews, noise)
-
-
-def largest_difference(a: dict, b: dict) -> float:
-    assert a.keys() == b.keys()
-    return max((a[k] - b[k]).abs().max().item() for k in a)
 
 
 def test_one_training_at_a_time_and_generation_waits_its_turn(webui, tmp_path):

@@ -20,14 +20,8 @@ import webui
 def webui_env(tmp_path):
     folder = tmp_path / "hypernetworks"
     folder.mkdir()
-    modules = webui.reset(folder)
-    originals = {name: getattr(modules["hypernetwork"], name) for name in
-                 ("list_hypernetworks", "load_hypernetwork", "load_hypernetworks", "apply_hypernetworks",
-                  "apply_single_hypernetwork", "train_hypernetwork")}
-    yield modules, folder, originals
-    webui.unload_extension()
-    for name, function in originals.items():  # a failed test must not leave patches behind
-        setattr(modules["hypernetwork"], name, function)
+    with webui.standin_session(folder) as (modules, originals):
+        yield modules, folder, originals
 
 
 def _network(folder, name, seed=1, **config):

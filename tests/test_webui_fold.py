@@ -38,17 +38,12 @@ class TinyUNet(nn.Module):
 def folding(tmp_path):
     folder = tmp_path / "hypernetworks"
     folder.mkdir()
-    modules = webui.reset(folder)
-    originals = {name: getattr(modules["hypernetwork"], name) for name in
-                 ("list_hypernetworks", "load_hypernetworks", "apply_hypernetworks")}
-    unet = TinyUNet(modules["attention"].scaled_dot_product_attention_forward)
-    weights = {name: tensor.detach().clone() for name, tensor in unet.state_dict().items()}
-    inputs = torch.randn(2, 10, 32), torch.randn(2, 7, 48)
-    yield types.SimpleNamespace(modules=modules, folder=folder, originals=originals, unet=unet, weights=weights,
-                                inputs=inputs)
-    webui.unload_extension()
-    for name, function in originals.items():
-        setattr(modules["hypernetwork"], name, function)
+    with webui.standin_session(folder) as (modules, originals):
+        unet = TinyUNet(modules["attention"].scaled_dot_product_attention_forward)
+        weights = {name: tensor.detach().clone() for name, tensor in unet.state_dict().items()}
+        inputs = torch.randn(2, 10, 32), torch.randn(2, 7, 48)
+        yield types.SimpleNamespace(modules=modules, folder=folder, originals=originals, unet=unet, weights=weights,
+                                    inputs=inputs)
 
 
 def _save(folder, name, activation="linear", seed=1):

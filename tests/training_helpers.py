@@ -78,6 +78,12 @@ def same_tensors(a: dict, b: dict) -> bool:
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
+def largest_difference(a: dict, b: dict) -> float:
+    """The largest absolute difference between same-named tensors of two state dicts."""
+    assert a.keys() == b.keys()
+    return max((a[k] - b[k]).abs().max().item() for k in a)
+
+
 def same_optimizer_state(a: dict, b: dict) -> bool:
     state_a, state_b = a["state"], b["state"]
     if state_a.keys() != state_b.keys():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from pathlib import Path
 
@@ -35,6 +36,25 @@ def reset(hypernetwork_dir: Path):
     for name in [n for n in sys.modules if n.startswith("hypernetwork_ext_patches.")]:
         sys.modules.pop(name)
     return m
+
+
+HYPERNETWORK_FUNCTIONS = ("list_hypernetworks", "load_hypernetwork", "load_hypernetworks", "apply_hypernetworks",
+                          "apply_single_hypernetwork", "train_hypernetwork")
+
+
+@contextlib.contextmanager
+def standin_session(hypernetwork_dir: Path):
+    """The stand-in reset for ``hypernetwork_dir``: ``(modules, the WebUI's own hypernetwork functions)``.
+    Afterwards the extension is unloaded and each of those functions is back (a failed test must not leave
+    patches behind)."""
+    modules = reset(hypernetwork_dir)
+    originals = {name: getattr(modules["hypernetwork"], name) for name in HYPERNETWORK_FUNCTIONS}
+    try:
+        yield modules, originals
+    finally:
+        unload_extension()
+        for name, function in originals.items():
+            setattr(modules["hypernetwork"], name, function)
 
 
 def load_extension():
